@@ -1,0 +1,106 @@
+"""What the generator produces: artifacts, each with its target in dom0.
+
+An artifact says what to put where and how it is applied, never why it was
+derived: the formula applies artifacts and derives nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from . import __version__
+
+MARKER_START = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pillar, not these lines)"
+MARKER_END = "# END qubes-ephemeral"
+# Prefix of a persistent swap line that the description took over.
+REPLACED_PREFIX = "#qubes-ephemeral-replaced# "
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    target: str
+    purpose: str
+
+    kind = "artifact"
+
+    def as_dict(self, with_content: bool = True) -> dict[str, object]:
+        data: dict[str, object] = {"kind": self.kind, **asdict(self)}
+        if not with_content:
+            data.pop("content", None)
+        return data
+
+
+@dataclass(frozen=True)
+class Block(Artifact):
+    """Lines between two marker comments in a file we share with dom0."""
+
+    content: str
+    marker_start: str = MARKER_START
+    marker_end: str = MARKER_END
+    kind = "block"
+
+
+@dataclass(frozen=True)
+class File(Artifact):
+    """A whole file we own."""
+
+    content: str
+    mode: str = "0644"
+    kind = "file"
+
+
+@dataclass(frozen=True)
+class Symlink(Artifact):
+    """A symlink we own (e.g. enabling a unit without a running systemd)."""
+
+    link_to: str
+    kind = "symlink"
+
+
+@dataclass(frozen=True)
+class Directory(Artifact):
+    """A directory; immutable while nothing is mounted on it."""
+
+    mode: str = "0755"
+    immutable: bool = False
+    kind = "directory"
+
+
+@dataclass(frozen=True)
+class CommentOut(Artifact):
+    """Foreign lines we take over: commented out with a prefix, restored on clean.
+
+    ``pattern`` (Python re, MULTILINE) matches each whole line to comment out;
+    ``restore_pattern`` matches a commented line, group 1 being the original.
+    """
+
+    pattern: str
+    restore_pattern: str
+    prefix: str = REPLACED_PREFIX
+    kind = "comment-out"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    activate: str
+    artifacts: tuple[Artifact, ...]
+    activation: dict[str, object]
+    # Filled by the Qubes integration; empty in schema v1.
+    qubes_commands: tuple[object, ...] = field(default=())
+    patches: tuple[object, ...] = field(default=())
+
+    def as_dict(self, with_content: bool = True) -> dict[str, object]:
+        return {
+            "format": 1,
+            "generator": f"qubes-ephemeral {__version__}",
+            "activate": self.activate,
+            "artifacts": [a.as_dict(with_content) for a in self.artifacts],
+            "activation": self.activation,
+            "daemon_reload_when_changed": [a.id for a in self.artifacts if a.target.startswith(SYSTEMD_DIRS)],
+            "qubes": {"commands": list(self.qubes_commands)},
+            "patches": list(self.patches),
+        }
+
+
+SYSTEMD_DIRS = ("/etc/systemd/system/", "/etc/crypttab", "/etc/fstab")

@@ -1,0 +1,149 @@
+"""The ``qubes-ephemeral`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__, diff, schema
+from .api import describe
+from .artifacts import Block, Manifest
+from .emit import EmitError, emit
+from .model import Description
+from .problems import DescriptionError, Problem
+from .render import render
+
+EXIT_OK, EXIT_CHANGES, EXIT_INVALID = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {name}: {error.strerror}") from None
+
+
+def _problems_out(problems: list[Problem], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"valid": False, "problems": [p.as_dict() for p in problems]}, indent=2))
+    for problem in problems:
+        print(problem.format(), file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_validate(args: argparse.Namespace, description: Description) -> int:
+    if args.json:
+        print(json.dumps({"valid": True, "problems": []}, indent=2))
+    else:
+        print(f"{args.file}: valid")
+    return EXIT_OK
+
+
+def _summary(manifest: Manifest, out: Path, name: str) -> str:
+    lines = [f"Rendered {name} into {out} ({len(manifest.artifacts)} artifacts, see manifest.json):"]
+    width = max(len(a.target) for a in manifest.artifacts)
+    lines += [f"  {a.target:<{width}}  {a.kind:<11}  {a.purpose}" for a in manifest.artifacts]
+    for artifact in manifest.artifacts:
+        if isinstance(artifact, Block):
+            lines.append(f"{artifact.target} block:")
+            lines += [f"  {line}" for line in artifact.content.splitlines()]
+    when = "at the next boot" if manifest.activate == "boot" else "at once, when the formula applies it"
+    lines.append(f"activate: {manifest.activate} (takes effect {when})")
+    return "\n".join(lines)
+
+
+def cmd_render(args: argparse.Namespace, description: Description) -> int:
+    manifest = render(description)
+    try:
+        emit(manifest, Path(args.out))
+    except (EmitError, OSError) as error:
+        raise UsageError(str(error)) from None
+    print(_summary(manifest, Path(args.out), args.file))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, description: Description) -> int:
+    try:
+        changes = diff.plan(render(description), Path(args.root))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    pending = [c for c in changes if c.changed]
+    if args.json:
+        files = [{"target": c.target, "status": "create" if c.before is None else "modify", "diff": c.unified()}
+                 for c in pending]  # fmt: skip
+        print(json.dumps({"changed": bool(pending), "files": files}, indent=2))
+    else:
+        sys.stdout.write("".join(c.unified() for c in pending))
+    return EXIT_CHANGES if pending else EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    keys = schema.all_keys()
+    if args.json:
+        rows = [{"key": k, "type": s.type, "default": s.default_text(), "help": s.help} for k, s in keys]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for key, setting in keys:
+        print(f"{key}  ({setting.type}, default {setting.default_text()})\n    {setting.help}")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="qubes-ephemeral",
+        description="Validate and render an ephemeral-storage description (the Salt pillar 'ephemeral:').",
+        epilog="Exit status: 0 ok, 1 diff found changes, 2 invalid description or usage error.",
+    )
+    top.add_argument("--version", action="version", version=f"qubes-ephemeral {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_file(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("file", metavar="FILE", help="the description (YAML); - reads standard input")
+        return sub
+
+    sub = with_file("validate", "check a description and report every problem")
+    sub.add_argument("--json", action="store_true", help="machine-readable result on standard output")
+    sub = with_file("render", "render every artifact into a folder for review")
+    sub.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced if an earlier render)")
+    sub = with_file("diff", "show what applying would change in the files under a root")
+    sub.add_argument("--root", default="/", metavar="DIR", help="root directory of the system (default /)")
+    sub.add_argument("--json", action="store_true", help="machine-readable result on standard output")
+    sub = commands.add_parser("schema", help="list every key with its type, default and meaning")
+    sub.add_argument("--json", action="store_true", help="machine-readable list")
+    return top
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"qubes-ephemeral: {message}", file=sys.stderr)
+    sys.exit(EXIT_INVALID)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "schema":
+        return cmd_schema(args)
+    try:
+        description = describe(_read_input(args.file))
+    except DescriptionError as error:
+        return _problems_out(error.problems, getattr(args, "json", False))
+    except UsageError as error:
+        _fail(str(error))
+    handler = {"validate": cmd_validate, "render": cmd_render, "diff": cmd_diff}[args.command]
+    try:
+        return handler(args, description)
+    except UsageError as error:
+        _fail(str(error))
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Schema v1 of the description: one table declares every setting.
+
+Validation, defaults, the ``schema`` command and the check that
+pillar.example documents every key all read this table, so they cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from . import devices, values
+from .values import Parser
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: str
+    default: object
+    help: str
+    parse: Parser
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def default_text(self) -> str:
+        if self.required:
+            return "(required)"
+        if isinstance(self.default, tuple):
+            return "[" + ", ".join(map(str, self.default)) + "]"
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        return "null" if self.default is None else str(self.default)
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    required: bool
+    help: str
+    settings: tuple[Setting, ...]
+
+    def setting(self, key: str) -> Setting | None:
+        return next((s for s in self.settings if s.key == key), None)
+
+
+def _crypt_settings(role: str, name: str) -> tuple[Setting, ...]:
+    what = "scratch filesystem" if role == "scratch" else "swap"
+    return (
+        Setting(
+            "device",
+            "device path",
+            REQUIRED,
+            f"Raw block device for the {what}. EVERY BYTE ON IT IS DESTROYED AT EVERY BOOT. Stable names only: "
+            "/dev/VG/LV, /dev/mapper/VG-LV, /dev/disk/by-id|by-partuuid|by-partlabel/...",
+            partial(devices.parse_device, role=role),
+        ),
+        Setting(
+            "name", "dm name", name, "Device-mapper name: the mapping appears as /dev/mapper/NAME.", values.dm_name
+        ),
+        Setting(
+            "cipher",
+            "cipher",
+            "aes-xts-plain64",
+            "dm-crypt cipher (cryptsetup's own plain default is the weaker aes-cbc-essiv:sha256).",
+            values.cipher,
+        ),
+        Setting(
+            "key_size",
+            "integer (bits)",
+            512,
+            "Key size in bits; XTS takes 256 or 512 (AES-128 or AES-256).",
+            values.key_size,
+        ),
+        Setting(
+            "sector_size",
+            "integer (bytes)",
+            4096,
+            "Encryption sector size: 512..4096, a power of two.",
+            values.sector_size,
+        ),
+        Setting(
+            "discard",
+            "boolean",
+            False,
+            "Pass TRIM through dm-crypt (reveals which blocks are in use; faster on some SSDs).",
+            values.boolean,
+        ),
+        Setting(
+            "workqueue_bypass",
+            "boolean",
+            True,
+            "Encrypt inline instead of in kernel workqueues (no-read-workqueue,no-write-workqueue): faster on SSDs.",
+            values.boolean,
+        ),
+        Setting(
+            "device_timeout",
+            "integer (seconds)",
+            30,
+            "How long boot waits for the device before going on without it.",
+            values.integer(1, 3600),
+        ),
+        Setting(
+            "wipe_existing",
+            "boolean",
+            False,
+            "Key the device even if it shows a filesystem, LUKS header, LVM PV, swap signature or partition "
+            "table. Leave false unless you mean to destroy what is on it.",
+            values.boolean,
+        ),
+    )
+
+
+SCRATCH = Section(
+    "scratch", True, "The scratch filesystem, re-keyed from the kernel RNG and re-made at every boot.",
+    _crypt_settings("scratch", "ephemeral") + (
+        Setting("mountpoint", "absolute path", "/var/lib/qubes-ephemeral",
+                "Where the scratch filesystem is mounted; the bare directory underneath is made immutable.",
+                values.mountpoint),
+        Setting("fs", "ext4 or xfs", "ext4", "Filesystem made at every boot.", values.choice("ext4", "xfs")),
+        Setting("journal", "boolean", False,
+                "ext4 only: keep a journal (useless on a filesystem that is re-made at every boot; xfs always has one).",
+                values.boolean),
+        Setting("mount_options", "list of options", ("noatime", "nodev", "nosuid"),
+                "Mount options, one per item (nofail and x-systemd.* are added by qubes-ephemeral).",
+                values.mount_options),
+        Setting("consumers", "list of unit names", (),
+                "systemd units that must start only after the scratch filesystem is mounted.", values.units),
+    ),
+)  # fmt: skip
+
+SWAP = Section(
+    "swap", False, "Swap on a device re-keyed at every boot (optional; leave out to keep the swap as it is).",
+    _crypt_settings("swap", "ephemeral-swap") + (
+        Setting("priority", "integer or null", None, "Swap priority (pri=); null leaves the kernel's default.",
+                values.optional(values.integer(-1, 32767))),
+        Setting("replace", "boolean", True,
+                "Comment out the persistent swap line for this device in fstab (restored by ephemeral.clean); "
+                "this also accepts the device's existing swap signature.", values.boolean),
+    ),
+)  # fmt: skip
+
+SECTIONS = (SCRATCH, SWAP)
+
+TOP = (
+    Setting("activate", "boot or now", "boot",
+            "boot: write configuration, effective at next boot. now: also open, format and mount now.",
+            values.choice("boot", "now")),
+)  # fmt: skip
+
+# Sections defined by later versions of the schema; refused until then.
+RESERVED = ("qubes", "traces", "patches")
+
+
+def all_keys() -> list[tuple[str, Setting]]:
+    """Every setting with its full dotted path."""
+    keys = [(f"ephemeral.{s.key}", s) for s in TOP]
+    for section in SECTIONS:
+        keys += [(f"ephemeral.{section.key}.{s.key}", s) for s in section.settings]
+    return keys

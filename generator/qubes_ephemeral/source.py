@@ -1,0 +1,120 @@
+"""Reading a description from YAML text, safely.
+
+The YAML is untrusted input in the sense that a typo or a hostile file must
+never crash the tool or exhaust memory:
+
+* the size is bounded before parsing;
+* aliases are refused outright, which makes "billion laughs" documents fail
+  in linear time (a description has no use for them);
+* duplicate keys are errors instead of silently keeping the last one;
+* every key path is mapped to its line, so problems can point at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+
+from .problems import DescriptionError, Problem
+
+MAX_BYTES = 1024 * 1024
+ROOT = "ephemeral"
+
+Path = tuple[str, ...]
+
+
+@dataclass
+class Source:
+    data: object
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    def line(self, path: Path) -> int | None:
+        return self.lines.get(path)
+
+
+def _fail(message: str, hint: str = "", line: int | None = None, path: str = ROOT) -> DescriptionError:
+    return DescriptionError([Problem(path, message, hint, line)])
+
+
+def _check_events(text: str) -> None:
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise _fail(
+                "YAML aliases (*name) are not allowed in a description",
+                "write the value out in full",
+                event.start_mark.line + 1 if event.start_mark else None,
+            )
+
+
+def _map_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[Problem]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[object] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                continue
+            child = (*path, key)
+            if key in seen:
+                problems.append(
+                    Problem(
+                        ".".join(child) if child else ROOT,
+                        "key given twice",
+                        "keep one of them",
+                        key_node.start_mark.line + 1,
+                    )
+                )
+            seen.add(key)
+            lines.setdefault(child, key_node.start_mark.line + 1)
+            _map_lines(value_node, child, lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, str(index))
+            lines.setdefault(child, item.start_mark.line + 1)
+            _map_lines(item, child, lines, problems)
+
+
+def load_text(text: str) -> Source:
+    """Parse YAML text into a Source, or raise DescriptionError."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise _fail(f"the description is larger than {MAX_BYTES} bytes", "a description is a few dozen lines")
+    if not text.strip():
+        raise _fail("the description is empty", "start from pillar.example")
+    try:
+        _check_events(text)
+        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        if not documents:
+            raise _fail("the description holds only comments", "start from pillar.example")
+        if len(documents) != 1:
+            raise _fail(
+                f"expected one YAML document, found {len(documents)}",
+                "remove the extra '---' separators",
+            )
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise _fail(
+            f"not valid YAML: {error.problem or error.context}", "check indentation and quoting", line
+        ) from None
+    except yaml.YAMLError as error:
+        raise _fail(f"not valid YAML: {error}", "check the file's encoding and syntax") from None
+    except RecursionError:
+        raise _fail("the YAML nests too deeply", "a description is at most a few levels deep") from None
+    lines: dict[Path, int] = {}
+    problems: list[Problem] = []
+    if documents[0] is not None:
+        _map_lines(documents[0], (), lines, problems)
+    if problems:
+        raise DescriptionError(problems)
+    return Source(data, lines)
+
+
+def load_bytes(raw: bytes) -> Source:
+    if len(raw) > MAX_BYTES:
+        raise _fail(f"the description is larger than {MAX_BYTES} bytes", "a description is a few dozen lines")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _fail(f"not UTF-8 text (byte {error.start})", "save the file as UTF-8") from None
+    return load_text(text)

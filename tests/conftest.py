@@ -1,0 +1,75 @@
+"""Shared helpers for the fast tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from qubes_ephemeral import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+PILLAR_EXAMPLE = ROOT / "pillar.example"
+
+MINIMAL = {"ephemeral": {"scratch": {"device": "/dev/qubes_dom0/ephemeral"}}}
+
+
+@dataclass
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, stdin: str = "") -> Result:
+    """Run the CLI in-process, as a user would from a shell."""
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
+    sys.stdout, sys.stderr = out, err
+    try:
+        try:
+            status = cli.main(list(args))
+        except SystemExit as exit_:
+            status = int(exit_.code) if isinstance(exit_.code, int) else 2
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = old
+    return Result(status, out.getvalue(), err.getvalue())
+
+
+def description(**sections: object) -> str:
+    """YAML text: the minimal description with sections/keys merged in."""
+    data = {"ephemeral": {"scratch": dict(MINIMAL["ephemeral"]["scratch"])}}
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data["ephemeral"].get(key), dict):
+            data["ephemeral"][key].update(value)  # type: ignore[union-attr]
+        else:
+            data["ephemeral"][key] = value
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def require(*tools: str) -> None:
+    """Skip when a system tool is missing; under scripts/test (STRICT_TOOLS=1) fail instead,
+    so CI cannot go green by skipping what it was meant to prove."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    message = f"needs {', '.join(missing)} (scripts/test installs them)"
+    if os.environ.get("STRICT_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    def write(text: str, name: str = "desc.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write

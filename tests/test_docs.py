@@ -1,0 +1,41 @@
+"""The documentation cannot drift from the schema."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import PILLAR_EXAMPLE, ROOT
+from qubes_ephemeral import schema
+from qubes_ephemeral.source import load_text
+
+
+def test_pillar_example_lists_every_key_with_its_default() -> None:
+    source = load_text(PILLAR_EXAMPLE.read_text())
+    data = source.data["ephemeral"]  # type: ignore[index]
+    for path, setting in schema.all_keys():
+        node = data
+        for part in path.split(".")[1:]:
+            assert isinstance(node, dict) and part in node, f"pillar.example does not document {path}"
+            node = node[part]
+        if not setting.required:
+            value = tuple(node) if isinstance(node, list) else node
+            assert value == setting.default, (
+                f"pillar.example shows {path}: {node!r}, the default is {setting.default!r}"
+            )
+
+
+def test_every_scratch_key_has_a_comment_above() -> None:
+    lines = PILLAR_EXAMPLE.read_text().splitlines()
+    source = load_text(PILLAR_EXAMPLE.read_text())
+    for path, _ in schema.all_keys():
+        if not path.startswith(("ephemeral.scratch.", "ephemeral.activate")):
+            continue
+        line = source.line(tuple(path.split(".")))
+        assert line is not None
+        assert lines[line - 2].strip().startswith("#"), f"{path} (line {line}) has no comment above it"
+
+
+def test_readme_names_every_cli_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for command in ("validate", "render", "diff", "schema"):
+        assert re.search(rf"qubes-ephemeral {command}\b", readme), command

@@ -1,0 +1,48 @@
+"""Linters as tests: the code, shell scripts and YAML stay clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PILLAR_EXAMPLE, ROOT, require
+from qubes_ephemeral.api import describe
+from qubes_ephemeral.artifacts import File
+from qubes_ephemeral.render import render
+
+
+def run(*command: str) -> None:
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_check() -> None:
+    run(sys.executable, "-m", "ruff", "check", "generator", "tests")
+
+
+def test_ruff_format() -> None:
+    run(sys.executable, "-m", "ruff", "format", "--check", "generator", "tests")
+
+
+def test_mypy_strict() -> None:
+    run(sys.executable, "-m", "mypy")
+
+
+def test_yamllint_pillar_example() -> None:
+    run(sys.executable, "-m", "yamllint", "--strict", "-d", "{extends: default, rules: {line-length: {max: 120}, document-start: disable}}",
+        "pillar.example")  # fmt: skip
+
+
+def test_shellcheck(tmp_path: Path) -> None:
+    require("shellcheck")
+    manifest = render(describe(PILLAR_EXAMPLE.read_bytes()))
+    scripts = []
+    for artifact in manifest.artifacts:
+        if isinstance(artifact, File) and artifact.content.startswith("#!/bin/sh"):
+            path = tmp_path / Path(artifact.target).name
+            path.write_text(artifact.content)
+            scripts.append(str(path))
+    assert scripts, "the guard script is rendered"
+    scripts += [str(p) for p in (ROOT / "scripts").iterdir() if p.is_file()] + [str(ROOT / ".ci/run")]
+    run("shellcheck", "-x", *scripts)

@@ -1,0 +1,257 @@
+"""One test per validation rule: bad input gets a clear error, exit 2, nothing written.
+
+Each case gives a description and the key path + words the error must carry.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from conftest import description, run_cli
+
+DOM0_REFUSED = [
+    "/dev/qubes_dom0/root",
+    "/dev/mapper/qubes_dom0-root",
+    "/dev/disk/by-id/dm-name-qubes_dom0-root",
+    "/dev/qubes_dom0/pool00",
+    "/dev/mapper/qubes_dom0-pool00",
+    "/dev/qubes_dom0/root-pool",
+    "/dev/mapper/qubes_dom0-root--pool",
+    "/dev/qubes_dom0/vm-pool",
+    "/dev/mapper/qubes_dom0-vm--pool",
+    "/dev/qubes_dom0/pool00_tmeta",
+    "/dev/qubes_dom0/pool00_tdata",
+    "/dev/mapper/qubes_dom0-vm--pool_tdata",
+    "/dev/mapper/qubes_dom0-root--pool_tmeta",
+    "/dev/mapper/qubes_dom0-pool00-tpool",
+    "/dev/qubes_dom0/vm-work-private",
+    "/dev/mapper/qubes_dom0-vm--untrusted--private",
+    "/dev/qubes_dom0/vm-fedora-41-root-1700000000-back",
+    "/dev/mapper/luks-0b5e3c9a-1111-2222-3333-444455556666",
+    "/dev/disk/by-id/dm-uuid-CRYPT-LUKS2-0b5e3c9a11112222333344445555666-luks-0b5e",
+    "/dev/disk/by-id/lvm-pv-uuid-AbCdEf-1234-5678",
+]
+
+UNSTABLE = ["/dev/sda", "/dev/sda3", "/dev/nvme0n1", "/dev/nvme0n1p2", "/dev/vdb", "/dev/vdb1", "/dev/xvda",
+            "/dev/xvdc3", "/dev/mmcblk0p1", "/dev/loop0", "/dev/dm-3", "/dev/hda1"]  # fmt: skip
+
+INJECTION = ["/dev/vg/lv x", "/dev/vg/lv\n/dev/sda / ext4", "/dev/vg/lv#c", "/dev/vg/lv\t", "/dev/vg/l%v",
+             "/dev/vg/lv,discard", "/dev/vg/\x01lv", "/dev/vg/'lv'"]  # fmt: skip
+
+CASES: list[tuple[str, str, str, str]] = [
+    # (id, yaml text, key path, words in the message)
+    ("typo", description(scratch={"devcie": "/dev/vg/lv"}), "ephemeral.scratch.devcie", "did you mean 'device'"),
+    ("typo-top", description(activte="now"), "ephemeral.activte", "did you mean 'activate'"),
+    ("typo-section", description(swp={"device": "/dev/vg/swap"}), "ephemeral.swp", "did you mean 'swap'"),
+    ("typo-root", "ephemerl:\n  scratch: {device: /dev/vg/lv}\n", "ephemeral", "did you mean 'ephemeral'"),
+    ("missing-device", "ephemeral:\n  scratch: {name: x}\n", "ephemeral.scratch.device", "required"),
+    ("missing-scratch", "ephemeral:\n  activate: boot\n", "ephemeral.scratch", "required"),
+    ("swap-no-device", description(swap={"name": "s"}), "ephemeral.swap.device", "required"),
+    ("relative", description(scratch={"device": "dev/vg/lv"}), "ephemeral.scratch.device", "absolute"),
+    ("not-dev", description(scratch={"device": "/home/u/disk.img"}), "ephemeral.scratch.device", "under /dev"),
+    ("dotdot", description(scratch={"device": "/dev/vg/../sda"}), "ephemeral.scratch.device", "normalised"),
+    ("by-uuid", description(scratch={"device": "/dev/disk/by-uuid/1234-abcd"}), "ephemeral.scratch.device",
+     "vanishes"),
+    ("by-path", description(scratch={"device": "/dev/disk/by-path/pci-0000:00:1f.2-ata-1"}),
+     "ephemeral.scratch.device", "not a stable"),
+    ("mapper-not-lvm", description(scratch={"device": "/dev/mapper/ephemeral0"}), "ephemeral.scratch.device",
+     "not an LVM volume"),
+    ("swap-lv-as-scratch", description(scratch={"device": "/dev/qubes_dom0/swap"}), "ephemeral.scratch.device",
+     "only be used as swap.device"),
+    ("swap-lv-alias-as-scratch", description(scratch={"device": "/dev/mapper/qubes_dom0-swap"}),
+     "ephemeral.scratch.device", "only be used as swap.device"),
+    ("same-device", description(scratch={"device": "/dev/vg/x"}, swap={"device": "/dev/mapper/vg-x"}),
+     "ephemeral.swap.device", "same device"),
+    ("same-name", description(scratch={"name": "eph"}, swap={"device": "/dev/vg/swap", "name": "eph"}),
+     "ephemeral.swap.name", "both use"),
+    ("own-mapping", description(swap={"device": "/dev/mapper/ephemeral"}), "ephemeral.swap.device", ""),
+    ("mapping-of-self", description(scratch={"device": "/dev/mapper/my-eph", "name": "my-eph"}),
+     "ephemeral.scratch.device", "mapping this description creates"),
+    ("dm-name", description(scratch={"name": "bad name"}), "ephemeral.scratch.name", "device-mapper name"),
+    ("dm-name-luks", description(scratch={"name": "luks-1234"}), "ephemeral.scratch.name", "collides"),
+    ("mount-root", description(scratch={"mountpoint": "/"}), "ephemeral.scratch.mountpoint", "system directory"),
+    ("mount-var", description(scratch={"mountpoint": "/var"}), "ephemeral.scratch.mountpoint", "system directory"),
+    ("mount-qubes", description(scratch={"mountpoint": "/var/lib/qubes"}), "ephemeral.scratch.mountpoint",
+     "system directory"),
+    ("mount-appvms", description(scratch={"mountpoint": "/var/lib/qubes/appvms"}), "ephemeral.scratch.mountpoint",
+     "inside"),
+    ("mount-etc", description(scratch={"mountpoint": "/etc/x"}), "ephemeral.scratch.mountpoint", "inside /etc"),
+    ("mount-boot", description(scratch={"mountpoint": "/boot"}), "ephemeral.scratch.mountpoint", "inside /boot"),
+    ("mount-home", description(scratch={"mountpoint": "/home/user/tmp"}), "ephemeral.scratch.mountpoint", "/home"),
+    ("mount-usr", description(scratch={"mountpoint": "/usr/local/x"}), "ephemeral.scratch.mountpoint", "/usr"),
+    ("mount-root-home", description(scratch={"mountpoint": "/root"}), "ephemeral.scratch.mountpoint", "/root"),
+    ("mount-relative", description(scratch={"mountpoint": "var/x"}), "ephemeral.scratch.mountpoint", "absolute"),
+    ("mount-unnormalised", description(scratch={"mountpoint": "/var/lib//x/"}), "ephemeral.scratch.mountpoint",
+     "normalised"),
+    ("mount-dotdot", description(scratch={"mountpoint": "/var/lib/x/../../../etc"}), "ephemeral.scratch.mountpoint",
+     "normalised"),
+    ("mount-space", description(scratch={"mountpoint": "/var/lib/my eph"}), "ephemeral.scratch.mountpoint",
+     "not allowed"),
+    ("xts-256-ok-but-384", description(scratch={"key_size": 384}), "ephemeral.scratch.key_size", "XTS takes"),
+    ("xts-128", description(scratch={"key_size": 128}), "ephemeral.scratch.key_size", "XTS takes 256 or 512"),
+    ("cbc-512", description(scratch={"cipher": "aes-cbc-essiv:sha256"}), "ephemeral.scratch.key_size", "CBC"),
+    ("swap-xts-128", description(swap={"device": "/dev/vg/swap", "key_size": 128}), "ephemeral.swap.key_size",
+     "XTS"),
+    ("ecb", description(scratch={"cipher": "aes-ecb-plain"}), "ephemeral.scratch.cipher", "ECB"),
+    ("xts-plain", description(scratch={"cipher": "aes-xts-plain"}), "ephemeral.scratch.cipher", "2 TiB"),
+    ("cbc-plain64", description(scratch={"cipher": "aes-cbc-plain64"}), "ephemeral.scratch.cipher", "watermark"),
+    ("cipher-garbage", description(scratch={"cipher": "rot13"}), "ephemeral.scratch.cipher", "cipher-mode-iv"),
+    ("cipher-unknown", description(scratch={"cipher": "des-xts-plain64"}), "ephemeral.scratch.cipher", "des"),
+    ("key-not-multiple", description(scratch={"key_size": 500}), "ephemeral.scratch.key_size", "not a key size"),
+    ("sector-1000", description(scratch={"sector_size": 1000}), "ephemeral.scratch.sector_size", "power of two"),
+    ("sector-8192", description(scratch={"sector_size": 8192}), "ephemeral.scratch.sector_size", "out of range"),
+    ("sector-256", description(scratch={"sector_size": 256}), "ephemeral.scratch.sector_size", "out of range"),
+    ("nojournal-data", description(scratch={"mount_options": ["noatime", "data=writeback"]}),
+     "ephemeral.scratch.mount_options.1", "without a journal"),
+    ("nojournal-commit", description(scratch={"mount_options": ["commit=36000"]}),
+     "ephemeral.scratch.mount_options.0", "without a journal"),
+    ("nojournal-checksum", description(scratch={"mount_options": ["journal_checksum"]}),
+     "ephemeral.scratch.mount_options.0", "without a journal"),
+    ("nojournal-async", description(scratch={"mount_options": ["journal_async_commit"]}),
+     "ephemeral.scratch.mount_options.0", "without a journal"),
+    ("nojournal-data-err", description(scratch={"mount_options": ["data_err=abort"]}),
+     "ephemeral.scratch.mount_options.0", "without a journal"),
+    ("xfs-ext4-option", description(scratch={"fs": "xfs", "mount_options": ["noinit_itable"]}),
+     "ephemeral.scratch.mount_options.0", "xfs refuses"),
+    ("ext4-xfs-option", description(scratch={"mount_options": ["logbufs=8"]}), "ephemeral.scratch.mount_options.0",
+     "ext4 refuses"),
+    ("option-comma", description(scratch={"mount_options": ["noatime,nodev"]}), "ephemeral.scratch.mount_options",
+     "one option per list item"),
+    ("option-space", description(scratch={"mount_options": ["noatime nodev"]}), "ephemeral.scratch.mount_options",
+     "one option per list item"),
+    ("option-newline", description(scratch={"mount_options": ["noatime\n/dev/sda / ext4"]}),
+     "ephemeral.scratch.mount_options", "one option per list item"),
+    ("option-managed", description(scratch={"mount_options": ["x-systemd.automount"]}),
+     "ephemeral.scratch.mount_options", "set by qubes-ephemeral"),
+    ("options-not-list", description(scratch={"mount_options": "noatime,nodev"}), "ephemeral.scratch.mount_options",
+     "list"),
+    ("fs-btrfs", description(scratch={"fs": "btrfs"}), "ephemeral.scratch.fs", "ext4, xfs"),
+    ("key-size-string", description(scratch={"key_size": "512bits"}), "ephemeral.scratch.key_size",
+     "expected an integer"),
+    ("key-size-bool", description(scratch={"key_size": True}), "ephemeral.scratch.key_size", "expected an integer"),
+    ("bool-string", description(scratch={"journal": "no please"}), "ephemeral.scratch.journal", "true or false"),
+    ("device-int", description(scratch={"device": 5}), "ephemeral.scratch.device", "string"),
+    ("activate", description(activate="later"), "ephemeral.activate", "boot, now"),
+    ("priority", description(swap={"device": "/dev/vg/swap", "priority": 99999}), "ephemeral.swap.priority",
+     "out of range"),
+    ("consumer", description(scratch={"consumers": ["qubesd"]}), "ephemeral.scratch.consumers", "unit name"),
+    ("timeout", description(scratch={"device_timeout": 0}), "ephemeral.scratch.device_timeout", "out of range"),
+    ("section-not-mapping", "ephemeral:\n  scratch: /dev/vg/lv\n", "ephemeral.scratch", "mapping"),
+    ("swap-null", "ephemeral:\n  scratch: {device: /dev/vg/lv}\n  swap:\n", "ephemeral.swap", "mapping"),
+    ("reserved-qubes", description(qubes={"pool": "x"}), "ephemeral.qubes", "reserved"),
+    ("reserved-traces", description(traces={}), "ephemeral.traces", "reserved"),
+    ("reserved-patches", description(patches={}), "ephemeral.patches", "reserved"),
+    ("empty", "", "ephemeral", "empty"),
+    ("whitespace-only", "  \n\n", "ephemeral", "empty"),
+    ("comment-only", "# nothing\n", "ephemeral", "only comments"),
+    ("top-list", "- ephemeral\n- scratch\n", "ephemeral", "expected a mapping"),
+    ("top-scalar", "hello\n", "ephemeral", "expected a mapping"),
+    ("ephemeral-list", "ephemeral: [1, 2]\n", "ephemeral", "expected a mapping"),
+    ("not-yaml", "ephemeral:\n  scratch: {device: [\n", "ephemeral", "not valid YAML"),
+    ("bad-indent", "ephemeral:\n  scratch:\n    device: /dev/vg/lv\n   name: x\n", "ephemeral", "line 4"),
+    ("tabs", "ephemeral:\n\tscratch: {}\n", "ephemeral", "not valid YAML"),
+    ("two-docs", "ephemeral: {}\n---\nephemeral: {}\n", "ephemeral", "one YAML document"),
+    ("duplicate", "ephemeral:\n  scratch: {device: /dev/vg/a}\n  scratch: {device: /dev/vg/b}\n",
+     "ephemeral.scratch", "twice"),
+    ("alias", "x: &a {device: /dev/vg/lv}\nephemeral:\n  scratch: *a\n", "ephemeral", "aliases"),
+]  # fmt: skip
+
+CASES += [(f"dom0-{dev}", description(scratch={"device": dev}), "ephemeral.scratch.device", "") for dev in DOM0_REFUSED]
+CASES += [(f"dom0-swap-{dev}", description(swap={"device": dev}), "ephemeral.swap.device", "") for dev in DOM0_REFUSED]
+CASES += [(f"unstable-{dev}", description(scratch={"device": dev}), "ephemeral.scratch.device", "") for dev in UNSTABLE]
+CASES += [(f"unstable-swap-{dev}", description(swap={"device": dev}), "ephemeral.swap.device", "") for dev in UNSTABLE]
+CASES += [(f"inject-{dev!r}", description(scratch={"device": dev}), "ephemeral.scratch.device", "not allowed")
+          for dev in INJECTION]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "path", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_description_is_refused_with_key_path(text: str, path: str, words: str, write, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("render", str(write(text)), "--out", str(out))
+    assert result.status == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines, "an error must be reported"
+    matching = [line for line in lines if line.startswith(path + ":")]
+    assert matching, f"no error starts with {path!r}: {lines}"
+    assert any(words in line for line in matching), f"{words!r} not in {matching}"
+    assert all("hint:" in line for line in lines), lines
+    assert not out.exists(), "nothing may be written for an invalid description"
+    assert result.stdout == ""
+
+
+def test_every_problem_is_reported_at_once(write) -> None:
+    text = "ephemeral:\n  scratch:\n    device: /dev/sda1\n    key_size: 384\n    fs: zfs\n  activate: soon\n"
+    result = run_cli("validate", str(write(text)))
+    assert result.status == 2
+    paths = sorted(line.split(":")[0] for line in result.stderr.splitlines())
+    assert paths == ["ephemeral.activate", "ephemeral.scratch.device", "ephemeral.scratch.fs",
+                     "ephemeral.scratch.key_size"]  # fmt: skip
+
+
+def test_errors_carry_the_line(write) -> None:
+    text = "ephemeral:\n  scratch:\n    name: eph\n    device: /dev/sdb2\n"
+    result = run_cli("validate", str(write(text)))
+    assert result.stderr.startswith("ephemeral.scratch.device: line 4: ")
+
+
+@pytest.mark.parametrize("dev", ["/dev/qubes_dom0/swap", "/dev/mapper/qubes_dom0-swap"])
+def test_dom0_swap_is_allowed_as_swap(dev: str, write) -> None:
+    assert run_cli("validate", str(write(description(swap={"device": dev})))).status == 0
+
+
+@pytest.mark.parametrize(
+    "dev",
+    ["/dev/qubes_dom0/ephemeral", "/dev/mapper/qubes_dom0-ephemeral", "/dev/vg0/scratch",
+     "/dev/mapper/vg--data-eph--lv", "/dev/disk/by-partuuid/3f1b2c4d-01", "/dev/disk/by-partlabel/ephemeral",
+     "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_1TB_S467NX0M123456-part3", "/dev/disk/by-id/dm-name-vg-eph"],
+)  # fmt: skip
+def test_stable_names_are_accepted(dev: str, write) -> None:
+    result = run_cli("validate", str(write(description(scratch={"device": dev}))))
+    assert result.status == 0, result.stderr
+
+
+def test_ext4_with_journal_takes_journal_options(write) -> None:
+    text = description(scratch={"journal": True, "mount_options": ["noatime", "data=writeback", "commit=60"]})
+    assert run_cli("validate", str(write(text))).status == 0
+
+
+def test_alias_bomb_is_refused_quickly_in_bounded_memory(write) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
+    bomb = "\n".join(levels) + "\nephemeral:\n  scratch:\n    device: *a11\n"
+    path = write(bomb)
+    tracemalloc.start()
+    started = time.process_time()
+    result = run_cli("validate", str(path))
+    elapsed = time.process_time() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert result.status == 2
+    assert "aliases" in result.stderr
+    # 10**12 nodes if expanded; refusing costs a parse of a 1 KiB file.
+    assert elapsed < 1.0
+    assert peak < 20 * 1024 * 1024
+
+
+def test_deep_nesting_is_refused_without_traceback(write) -> None:
+    result = run_cli("validate", str(write("ephemeral: " + "[" * 5000 + "]" * 5000 + "\n")))
+    assert result.status == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_oversized_input_is_refused(write) -> None:
+    result = run_cli("validate", str(write("# " + "x" * (1024 * 1024 + 10) + "\n")))
+    assert result.status == 2
+    assert "larger than" in result.stderr
+
+
+def test_non_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"ephemeral:\n  scratch: {device: /dev/vg/l\xe9}\n")
+    result = run_cli("validate", str(path))
+    assert result.status == 2
+    assert "UTF-8" in result.stderr
