@@ -1,0 +1,65 @@
+"""Salt execution module ``ephemeral``: the formula's bridge to the generator.
+
+The formula renders no artifact itself: it asks the generator for the
+manifest of the ``ephemeral`` pillar and applies each artifact. dom0 has no
+network and no pip, so the generator comes with the formula (the package in
+``ephemeral/lib`` of the formula's file root) or from the installed RPM.
+"""
+
+import os
+import sys
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "ephemeral"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _bundled_lib(saltenv):
+    for root in __opts__.get("file_roots", {}).get(saltenv, []):
+        candidate = os.path.join(root, "ephemeral", "lib")
+        if os.path.isfile(os.path.join(candidate, "qubes_ephemeral", "__init__.py")):
+            return candidate
+    return None
+
+
+def _generator(saltenv="base"):
+    # The copy shipped with the formula wins, so formula and generator match.
+    lib = _bundled_lib(saltenv)
+    if lib and lib not in sys.path:
+        sys.path.insert(0, lib)
+    try:
+        import qubes_ephemeral.api  # noqa: PLC0415
+        import qubes_ephemeral.problems  # noqa: PLC0415
+    except ImportError as error:
+        raise CommandExecutionError(
+            "the qubes-ephemeral generator was not found: install the qubes-ephemeral package or keep "
+            "ephemeral/lib/qubes_ephemeral next to the formula ({})".format(error)
+        )
+    return qubes_ephemeral
+
+
+def manifest(description=None, saltenv="base"):
+    """The manifest for ``description`` (default: the ``ephemeral`` pillar).
+
+    Raises a clear error listing every problem when the pillar is invalid,
+    so the whole state run stops before anything is changed.
+    """
+    generator = _generator(saltenv)
+    if description is None:
+        description = __pillar__.get("ephemeral")
+    if description is None:
+        raise CommandExecutionError("the ephemeral pillar is not set: see pillar.example")
+    try:
+        return generator.api.manifest_for_pillar(description)
+    except generator.problems.DescriptionError as error:
+        raise CommandExecutionError(
+            "invalid ephemeral pillar, nothing was changed:\n" + "\n".join(p.format() for p in error.problems)
+        )
+
+
+def version(saltenv="base"):
+    return _generator(saltenv).__version__

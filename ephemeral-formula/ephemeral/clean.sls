@@ -1,0 +1,85 @@
+{#- qubesctl state.apply ephemeral.clean: revert everything, in reverse
+    order. crypttab and fstab come back byte-identical to before the first
+    apply; a swap volume that was taken over gets its swap signature back. -#}
+{%- from "ephemeral/map.jinja" import manifest, artifacts, tools with context %}
+{%- set plan = manifest.activation %}
+{%- if plan.swap is defined %}
+ephemeral-clean-swap-off:
+  cmd.run:
+    - name: {{ tools.systemctl }} stop '{{ plan.swap.swap_unit }}' '{{ plan.swap.crypt_unit }}'
+    - onlyif: test -b {{ plan.swap.mapping }}
+{%- endif %}
+
+ephemeral-clean-scratch-unmount:
+  cmd.run:
+    - name: {{ tools.systemctl }} stop '{{ plan.scratch.mount_unit }}' '{{ plan.scratch.crypt_unit }}'
+    - onlyif: test -b {{ plan.scratch.mapping }}
+
+{%- for artifact in artifacts if artifact.kind == 'comment-out' %}
+
+ephemeral-clean-{{ artifact.id }}:
+  file.replace:
+    - name: {{ artifact.target | json }}
+    - pattern: {{ artifact.restore_pattern | json }}
+    - repl: '\1'
+    - backup: False
+    - ignore_if_missing: True
+
+ephemeral-clean-{{ artifact.id }}-mkswap:
+  cmd.run:
+    # Our swap left noise on the volume; the restored line needs a signature.
+    - name: mkswap {{ plan.swap.device }}
+    - onlyif: test -b {{ plan.swap.device }} && ! blkid -p {{ plan.swap.device }} >/dev/null 2>&1
+    - require:
+      - cmd: ephemeral-clean-swap-off
+{%- endfor %}
+
+{%- for artifact in artifacts if artifact.kind == 'block' %}
+
+ephemeral-clean-{{ artifact.id }}:
+  file.replace:
+    - name: {{ artifact.target | json }}
+    - pattern: {{ ('^' ~ artifact.marker_start | regex_escape ~ '\n(?:.*\n)*?' ~ artifact.marker_end | regex_escape ~ '\n') | json }}
+    - repl: ''
+    - backup: False
+    - ignore_if_missing: True
+{%- endfor %}
+
+{%- for artifact in artifacts %}
+{%-   if artifact.kind in ('file', 'symlink') %}
+
+ephemeral-clean-{{ artifact.id }}:
+  file.absent:
+    - name: {{ artifact.target | json }}
+{%-   elif artifact.kind == 'directory' %}
+
+ephemeral-clean-{{ artifact.id }}:
+  cmd.run:
+    - name: chattr -i {{ artifact.target }} && rmdir --ignore-fail-on-non-empty {{ artifact.target }}
+    - onlyif: test -d {{ artifact.target }} && ! mountpoint -q {{ artifact.target }}
+    - require:
+      - cmd: ephemeral-clean-scratch-unmount
+{%-   endif %}
+{%- endfor %}
+
+{#- Drop-in folders we created, when nothing but our drop-in is in them
+    (so that test=True announces the removal too). #}
+{%- for artifact in artifacts if artifact.kind == 'file' and artifact.target.endswith('.d/50-qubes-ephemeral.conf') %}
+{%-   set folder = salt['file.dirname'](artifact.target) %}
+
+ephemeral-clean-{{ artifact.id }}-folder:
+  cmd.run:
+    - name: rmdir '{{ folder }}'
+    - onlyif: test -d '{{ folder }}'
+    - unless: ls -A '{{ folder }}' | grep -qvx '50-qubes-ephemeral.conf'
+    - require:
+      - file: ephemeral-clean-{{ artifact.id }}
+{%- endfor %}
+
+ephemeral-clean-daemon-reload:
+  cmd.run:
+    - name: {{ (tools.systemctl ~ ' daemon-reload') | json }}
+    - onchanges:
+{%- for artifact in artifacts if artifact.id in manifest.daemon_reload_when_changed %}
+      - file: ephemeral-clean-{{ artifact.id }}
+{%- endfor %}

@@ -1,0 +1,8 @@
+# qubesctl state.apply ephemeral
+# Applies the manifest the generator renders from the ephemeral pillar.
+include:
+  - ephemeral.config
+  - ephemeral.swap
+  - ephemeral.units
+  - ephemeral.reload
+  - ephemeral.activate

@@ -1,0 +1,105 @@
+"""Run the formula with salt-call against dom0-like files, never the host's.
+
+Each run happens in a private mount namespace (unshare) where /etc, /var,
+/usr/local and /dev are overlays whose upper layers live in the sandbox
+folder: Salt reads and writes the usual paths, the host's files never change,
+and the state carries over from one run to the next, as on a real machine.
+systemctl is a recorder (there is no systemd here): the tests read its log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FORMULA = ROOT / "ephemeral-formula"
+SALT_CALL = Path(os.environ.get("SALT_CALL", ROOT / ".venv-salt" / "bin" / "salt-call"))
+OVERLAID = ("/etc", "/var", "/usr/local", "/dev")
+
+SHIM = """#!/bin/sh
+if [ "$1" = --version ]; then echo "systemd 252 (252)"; echo "+PAM"; exit 0; fi
+echo "$*" >> {log}
+"""
+
+ENTER = r"""
+set -eu
+W=$1; shift
+for dir in {dirs}; do
+    name=$(echo "$dir" | tr / _)
+    mkdir -p "$W/upper$name" "$W/work$name"
+    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$W/upper$name,workdir=$W/work$name" "$dir"
+done
+exec "$@"
+""".replace("{dirs}", " ".join(OVERLAID))
+
+
+class Sandbox:
+    def __init__(self, folder: Path, pillar: str) -> None:
+        self.folder = folder
+        (folder / "conf").mkdir(parents=True)
+        (folder / "conf/minion").write_text(f"file_client: local\nid: sandbox\nroot_dir: {folder}/run\n")
+        self.log = folder / "systemctl.log"
+        self.log.touch()
+        shim = folder / "systemctl"
+        shim.write_text(SHIM.format(log=self.log))
+        shim.chmod(0o755)
+        (folder / "pillar").mkdir()
+        (folder / "pillar/top.sls").write_text("base:\n  '*':\n    - ephemeral\n")
+        self.set_pillar(pillar)
+
+    def set_pillar(self, pillar: str) -> None:
+        tools = f"\nephemeral_formula:\n  tools:\n    systemctl: {self.folder}/systemctl\n"
+        (self.folder / "pillar/ephemeral.sls").write_text(pillar + tools)
+
+    def shell(self, script: str) -> subprocess.CompletedProcess[str]:
+        """Run a shell script inside the sandbox's view of the system."""
+        return subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "enter", str(self.folder),
+             "sh", "-c", script],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    def put(self, path: str, content: str) -> None:
+        staged = self.folder / "staged"
+        staged.write_text(content)
+        result = self.shell(f"mkdir -p \"$(dirname '{path}')\" && cp '{staged}' '{path}'")
+        assert result.returncode == 0, result.stderr
+
+    def read(self, path: str) -> str | None:
+        result = self.shell(f"cat '{path}'")
+        return result.stdout if result.returncode == 0 else None
+
+    def exists(self, path: str) -> bool:
+        return self.shell(f"test -e '{path}' || test -L '{path}'").returncode == 0
+
+    def apply(self, sls: str = "ephemeral", test: bool = False) -> tuple[int, dict[str, dict[str, object]]]:
+        command = [str(SALT_CALL), "--local", f"--config-dir={self.folder}/conf", f"--file-root={FORMULA}",
+                   f"--pillar-root={self.folder}/pillar", "--out=json", "state.apply", sls]  # fmt: skip
+        if test:
+            command.append("test=True")
+        result = self.shell(" ".join(f"'{part}'" for part in command))
+        try:
+            states = json.loads(result.stdout)["local"]
+        except (ValueError, KeyError):
+            raise AssertionError(
+                f"salt-call gave no JSON (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+            ) from None
+        if isinstance(states, list):  # a rendering error: Salt returns the messages
+            return result.returncode, {"render-error": {"result": False, "comment": "\n".join(states), "changes": {}}}
+        return result.returncode, states
+
+    def systemctl_calls(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+def available() -> str | None:
+    """Why the Salt tests cannot run here, or None."""
+    if not SALT_CALL.exists():
+        return f"{SALT_CALL} is missing (scripts/test installs Salt 3007.16 there)"
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return "needs root and unshare for a private mount namespace"
+    return None

@@ -1,0 +1,151 @@
+"""The Salt formula, applied with salt-call to dom0-like files in a sandbox.
+
+Proves: our blocks land and foreign lines stay byte-identical; a second apply
+changes nothing; test=True reports exactly what a real run changes; clean
+restores crypttab and fstab byte for byte; invalid pillars and devices that
+hold data are refused before anything changes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import PILLAR_EXAMPLE
+from qubes_ephemeral.api import describe
+from qubes_ephemeral.artifacts import Block, CommentOut, Directory, File, Symlink
+from qubes_ephemeral.render import render
+from salt_sandbox import Sandbox, available
+
+pytestmark = pytest.mark.salt
+
+DOM0_CRYPTTAB = (
+    "# /etc/crypttab: mappings for encrypted partitions.\n"
+    "luks-0b5e3c9a-1111-2222-3333-444455556666 UUID=0b5e3c9a-1111-2222-3333-444455556666 none discard\n"
+)
+DOM0_FSTAB = (
+    "\n#\n# /etc/fstab\n# Created by anaconda on Mon Jan  1 00:00:00 2024\n#\n"
+    "/dev/mapper/qubes_dom0-root /                       ext4    defaults,discard,x-systemd.device-timeout=0 1 1\n"
+    "UUID=1d3a0c77-6a1b-4b0e-9f39-0d7f3a6b2c11 /boot                   ext4    defaults        1 2\n"
+    "/dev/mapper/qubes_dom0-swap none                    swap    defaults,x-systemd.device-timeout=0 0 0\n"
+    "tmpfs /tmp tmpfs\tdefaults,size=1G 0 0"  # no final newline: must survive too
+)
+MANIFEST = render(describe(PILLAR_EXAMPLE.read_bytes()))
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    why = available()
+    if why:
+        if os.environ.get("STRICT_TOOLS") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    box = Sandbox(tmp_path / "sandbox", PILLAR_EXAMPLE.read_text())
+    box.put("/etc/crypttab", DOM0_CRYPTTAB)
+    box.put("/etc/fstab", DOM0_FSTAB)
+    return box
+
+
+def changed(states: dict[str, dict[str, object]]) -> dict[str, object]:
+    return {key.split("_|-")[1]: state["changes"] for key, state in states.items() if state["changes"]}
+
+
+def failed(states: dict[str, dict[str, object]]) -> list[str]:
+    return [f"{key}: {state['comment']}" for key, state in states.items() if state["result"] is False]
+
+
+def test_apply_test_mode_reapply_and_clean(sandbox: Sandbox) -> None:
+    # Dry run first: it changes nothing and announces every change.
+    status, dry = sandbox.apply(test=True)
+    assert status == 0, failed(dry)
+    assert sandbox.read("/etc/fstab") == DOM0_FSTAB and sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
+    assert sandbox.systemctl_calls() == []
+
+    status, first = sandbox.apply()
+    assert status == 0, failed(first)
+    assert set(changed(first)) == pending, "test=True must announce exactly what the real run changes"
+    assert "ephemeral-daemon-reload" in pending
+    assert sandbox.systemctl_calls() == ["daemon-reload"]
+
+    # Our blocks are in place and every foreign byte stayed.
+    blocks = {a.target: a for a in MANIFEST.artifacts if isinstance(a, Block)}
+    crypttab, fstab = sandbox.read("/etc/crypttab"), sandbox.read("/etc/fstab")
+    assert (
+        crypttab == f"{blocks['/etc/crypttab'].marker_start}\n{blocks['/etc/crypttab'].content}"
+        f"{blocks['/etc/crypttab'].marker_end}\n" + DOM0_CRYPTTAB
+    )
+    takeover = next(a for a in MANIFEST.artifacts if isinstance(a, CommentOut))
+    expected_fstab = DOM0_FSTAB.replace(
+        "/dev/mapper/qubes_dom0-swap none", takeover.prefix + "/dev/mapper/qubes_dom0-swap none"
+    )
+    assert (
+        fstab
+        == f"{blocks['/etc/fstab'].marker_start}\n{blocks['/etc/fstab'].content}{blocks['/etc/fstab'].marker_end}\n"
+        + expected_fstab
+    )
+    assert "ephemeral /dev/qubes_dom0/ephemeral /dev/urandom plain,cipher=aes-xts-plain64,size=512" in crypttab
+    for artifact in MANIFEST.artifacts:
+        if isinstance(artifact, File):
+            assert sandbox.read(artifact.target) == artifact.content, artifact.target
+            mode = sandbox.shell(f"stat -c %a '{artifact.target}'").stdout.strip()
+            assert mode == artifact.mode.lstrip("0"), artifact.target
+        elif isinstance(artifact, Symlink):
+            assert sandbox.shell(f"readlink '{artifact.target}'").stdout.strip() == artifact.link_to
+        elif isinstance(artifact, Directory):
+            assert sandbox.shell(f"test -d '{artifact.target}'").returncode == 0
+
+    # Second apply and its dry run: zero changes, no daemon-reload.
+    for test in (True, False):
+        status, again = sandbox.apply(test=test)
+        assert status == 0, failed(again)
+        assert changed(again) == {}, f"test={test}: {changed(again)}"
+        assert all(state["result"] is True for state in again.values())
+    assert sandbox.systemctl_calls() == ["daemon-reload"]
+
+    # Clean: dry run honest, then byte-identical files and nothing of ours left.
+    status, dry_clean = sandbox.apply("ephemeral.clean", test=True)
+    assert status == 0, failed(dry_clean)
+    pending = {key.split("_|-")[1] for key, state in dry_clean.items() if state["result"] is None}
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(clean)
+    assert set(changed(clean)) == pending
+    assert sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    assert sandbox.read("/etc/fstab") == DOM0_FSTAB
+    for artifact in MANIFEST.artifacts:
+        if isinstance(artifact, File | Symlink | Directory):
+            assert not sandbox.exists(artifact.target), f"{artifact.target} left behind"
+    assert sandbox.systemctl_calls()[-1] == "daemon-reload"
+
+    status, clean_again = sandbox.apply("ephemeral.clean")
+    assert status == 0 and changed(clean_again) == {}
+
+
+def test_invalid_pillar_changes_nothing(sandbox: Sandbox) -> None:
+    sandbox.set_pillar(PILLAR_EXAMPLE.read_text().replace("/dev/qubes_dom0/ephemeral", "/dev/sdb"))
+    status, states = sandbox.apply()
+    assert status != 0
+    message = "\n".join(failed(states))
+    assert "invalid ephemeral pillar, nothing was changed" in message
+    assert "ephemeral.scratch.device" in message and "/dev/sdb" in message
+    assert sandbox.read("/etc/fstab") == DOM0_FSTAB and sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    assert not sandbox.exists("/etc/systemd/system/qubes-ephemeral-format.service")
+
+
+def test_activate_now_refuses_a_device_that_holds_data(sandbox: Sandbox) -> None:
+    # A scratch "device" holding an ext4 filesystem, at its /dev path.
+    made = sandbox.shell("mkdir -p /dev/qetest && truncate -s 64M /dev/qetest/data && mkfs.ext4 -q -F /dev/qetest/data")
+    assert made.returncode == 0, made.stderr
+    pillar = PILLAR_EXAMPLE.read_text().replace("/dev/qubes_dom0/ephemeral", "/dev/qetest/data")
+    sandbox.set_pillar(pillar.replace("activate: boot", "activate: now"))
+    status, states = sandbox.apply()
+    assert status != 0
+    refusal = next(s for k, s in states.items() if "ephemeral-activate-scratch-check" in k)
+    assert refusal["result"] is False
+    assert "refusing to key /dev/qetest/data: it holds data" in str(refusal["changes"])
+    # Nothing after the refusal ran: the device was never opened or mounted.
+    mount = next(s for k, s in states.items() if "ephemeral-activate-scratch-mount" in k)
+    assert mount["result"] is False and "requisite" in str(mount["comment"]).lower()
+    assert not any("start" in call for call in sandbox.systemctl_calls())
+    assert sandbox.shell("blkid -p -o value -s TYPE /dev/qetest/data").stdout.strip() == "ext4"
