@@ -50,8 +50,7 @@ def cmd_validate(args: argparse.Namespace, description: Description) -> int:
 
 def _summary(manifest: Manifest, out: Path, name: str) -> str:
     lines = [f"Rendered {name} into {out} ({len(manifest.artifacts)} artifacts, see manifest.json):"]
-    width = max(len(a.target) for a in manifest.artifacts)
-    lines += [f"  {a.target:<{width}}  {a.kind:<11}  {a.purpose}" for a in manifest.artifacts]
+    lines += [f"  {a.kind:<11}  {a.target}  ({a.purpose})" for a in manifest.artifacts]
     for artifact in manifest.artifacts:
         if isinstance(artifact, Block):
             lines.append(f"{artifact.target} block:")
