@@ -4,7 +4,7 @@
 {%- from "ephemeral/map.jinja" import manifest, tools with context %}
 {%- if manifest.activate == 'now' %}
 {%-   set plan = manifest.activation %}
-{%-   set guard = '/usr/local/libexec/qubes-ephemeral/refuse-data' %}
+{%-   set guard = plan.guard %}
 {%-   set scratch = plan.scratch %}
 ephemeral-activate-scratch-check:
   cmd.run:

@@ -139,6 +139,7 @@ def swap_takeover(swap: Swap) -> CommentOut:
 def activation(description: Description) -> dict[str, object]:
     scratch = description.scratch
     plan: dict[str, object] = {
+        "guard": GUARD_PATH,
         "scratch": {
             "device": scratch.device.path,
             "wipe_existing": scratch.wipe_existing,
@@ -146,7 +147,7 @@ def activation(description: Description) -> dict[str, object]:
             "mapping": naming.mapping(scratch.name),
             "mount_unit": naming.mount_unit(scratch.mountpoint),
             "mountpoint": scratch.mountpoint,
-        }
+        },
     }
     if description.swap:
         swap = description.swap
