@@ -45,4 +45,6 @@ def test_shellcheck(tmp_path: Path) -> None:
             scripts.append(str(path))
     assert scripts, "the guard script is rendered"
     scripts += [str(p) for p in (ROOT / "scripts").iterdir() if p.is_file()] + [str(ROOT / ".ci/run")]
+    scripts += [str(p) for p in (ROOT / "tests/vm/jobs").glob("*.sh")]
+    scripts += [str(ROOT / "tests/vm/recipe" / name) for name in ("build-image", "qe-agent")]
     run("shellcheck", "-x", *scripts)

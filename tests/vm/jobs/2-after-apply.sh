@@ -1,0 +1,42 @@
+# shellcheck shell=sh source-path=SCRIPTDIR
+# Boot 2: ephemeral storage is up. Check it, plant canaries, show the bare mount point is protected.
+. ./common.sh
+facts booted
+systemctl status --no-pager qubes-ephemeral-format.service 'var-lib-qubes\x2dephemeral.mount' \
+    systemd-cryptsetup@ephemeral.service >"$OUT/units-status" 2>&1 || true
+journalctl -b --no-pager >"$OUT/journal" 2>&1 || true
+decoy=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "$decoy" >/var/tmp/decoy
+python3 guest/keyscan.py "$decoy" ephemeral ephemeral-swap >"$OUT/keyscan.json"
+
+# Canary 1 in a file on the scratch filesystem; where it lies on the raw volume.
+python3 -c "import sys; open(sys.argv[1], 'w').write((sys.argv[2] + '\n') * 256)" "$MP/canary.txt" "$C1"
+sync
+filefrag -v -b4096 "$MP/canary.txt" | awk '$1 == "0:" {print $4}' | tr -d '.:' >"$OUT/canary1-block"
+
+# Canary 2 in tmpfs (swap-backed), then enough memory pressure to push it out to swap.
+mkdir -p /mnt/t
+mount -t tmpfs -o size=300M tmpfs /mnt/t
+python3 -c "import sys; open('/mnt/t/c2', 'w').write((sys.argv[1] + '\n') * (150 * 1024 * 1024 // 33))" "$C2"
+python3 - <<'PY' || true
+meminfo = dict(line.split(":") for line in open("/proc/meminfo"))
+available = int(meminfo["MemAvailable"].split()[0]) * 1024
+hog = bytearray(b"\x01") * (available + 300 * 1024 * 1024)  # touched pages, not lazy zeros
+PY
+facts pressured
+
+# Control: canary 3 on a persistent volume is found by the same scan.
+mount /dev/qubes_dom0/root /mnt/persistent 2>/dev/null || true
+python3 -c "import sys; open(sys.argv[1], 'w').write((sys.argv[2] + '\n') * 256)" /mnt/persistent/canary3.txt "$C3"
+sync
+# The canaries are there in the clear through the mappings, and only there.
+block=$(cat "$OUT/canary1-block")
+python3 guest/scan.py markers "/dev/mapper/ephemeral@$((block * 4096))+1048576" \
+    "/dev/qubes_dom0/ephemeral@$((block * 4096))+1048576" /dev/mapper/ephemeral-swap /dev/qubes_dom0/swap \
+    /dev/qubes_dom0/root >"$OUT/scan-before.json"
+
+# With the scratch filesystem unmounted, nothing can be written to its mount point.
+umount "$MP"
+if touch "$MP/leak" 2>"$OUT/write-error"; then echo written >"$OUT/bare-write"; else echo refused >"$OUT/bare-write"; fi
+ls -A "$MP" >"$OUT/bare-entries"
+lsattr -d "$MP" | cut -d' ' -f1 >"$OUT/bare-attrs"

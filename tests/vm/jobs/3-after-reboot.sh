@@ -1,0 +1,13 @@
+# shellcheck shell=sh source-path=SCRIPTDIR
+# Boot 3: a new key. Canaries gone from every raw volume; measure boot-time preparation; clean.
+. ./common.sh
+facts rebooted
+ls -A "$MP" >"$OUT/scratch-entries"
+block=$(cat canary1-block)
+# The old canary's blocks, read raw and through this boot's mapping: noise both ways.
+python3 guest/scan.py markers "/dev/qubes_dom0/ephemeral@$((block * 4096))+1048576" \
+    "/dev/mapper/ephemeral@$((block * 4096))+1048576" /dev/qubes_dom0/swap /dev/qubes_dom0/root >"$OUT/scan-after.json"
+python3 guest/bench_format.py /dev/qubes_dom0/bench >"$OUT/bench.json"
+salt_apply ephemeral.clean clean-1.json
+salt_apply ephemeral.clean clean-2.json
+facts cleaned

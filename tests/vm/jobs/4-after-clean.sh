@@ -1,0 +1,16 @@
+# shellcheck shell=sh source-path=SCRIPTDIR
+# Boot 4: after clean, dom0's own swap and files are back. Then activate: now, without a reboot.
+. ./common.sh
+facts after-clean
+cp /etc/fstab "$OUT/fstab.after-clean"
+cp /etc/crypttab "$OUT/crypttab.after-clean"
+sed -i 's/^  activate: boot/  activate: now/' /srv/pillar/ephemeral.sls
+salt_apply ephemeral activate-now.json
+facts activated
+# Prepare the next boot: the scratch volume now holds someone's filesystem.
+systemctl stop 'var-lib-qubes\x2dephemeral.mount' systemd-cryptsetup@ephemeral.service
+mkfs.ext4 -q -F /dev/qubes_dom0/ephemeral
+mkdir -p /mnt/check
+mount /dev/qubes_dom0/ephemeral /mnt/check
+echo "thesis, chapter 3" >/mnt/check/precious.txt
+umount /mnt/check
