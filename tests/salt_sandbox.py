@@ -15,6 +15,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import qubes_emulation
+
 ROOT = Path(__file__).resolve().parent.parent
 FORMULA = ROOT / "ephemeral-formula"
 SALT_CALL = Path(os.environ.get("SALT_CALL", ROOT / ".venv-salt" / "bin" / "salt-call"))
@@ -40,6 +42,9 @@ exec "$@"
 class Sandbox:
     def __init__(self, folder: Path, pillar: str) -> None:
         self.folder = folder
+        # The Qubes admin commands, emulated (tests/qubes_emulation), on PATH.
+        self.env = {**os.environ, **qubes_emulation.install(folder / "qubes", qubes_emulation.dom0_like_state())}
+        self.qubes_state = Path(self.env["QUBES_EMULATION_STATE"])
         (folder / "conf").mkdir(parents=True)
         (folder / "conf/minion").write_text(f"file_client: local\nid: sandbox\nroot_dir: {folder}/run\n")
         self.log = folder / "systemctl.log"
@@ -60,7 +65,7 @@ class Sandbox:
         return subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "enter", str(self.folder),
              "sh", "-c", script],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, env=self.env,
         )  # fmt: skip
 
     def put(self, path: str, content: str) -> None:
@@ -91,6 +96,14 @@ class Sandbox:
         if isinstance(states, list):  # a rendering error: Salt returns the messages
             return result.returncode, {"render-error": {"result": False, "comment": "\n".join(states), "changes": {}}}
         return result.returncode, states
+
+    def qubes(self, *argv: str) -> str:
+        """Read through the emulated admin commands, as a user would."""
+        result = subprocess.run(argv, capture_output=True, text=True, check=True, env=self.env)
+        return result.stdout.strip()
+
+    def qubes_calls(self) -> list[list[str]]:
+        return json.loads(self.qubes_state.read_text())["calls"]
 
     def systemctl_calls(self) -> list[str]:
         return self.log.read_text().splitlines()

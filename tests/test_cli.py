@@ -70,7 +70,8 @@ def test_rendered_manifest_points_at_every_file(tmp_path: Path) -> None:
     sources = {a["source"] for a in manifest["artifacts"] if "source" in a}
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
     assert sources == on_disk
-    assert manifest["qubes"] == {"commands": []} and manifest["patches"] == []
+    assert manifest["qubes"]["checks"][0]["get"] == ["qvm-prefs", "--", "default-dvm", "template_for_dispvms"]
+    assert manifest["patches"] == []
 
 
 def test_no_key_material_in_any_artifact(tmp_path: Path) -> None:

@@ -3,6 +3,18 @@
     apply; a swap volume that was taken over gets its swap signature back. -#}
 {%- from "ephemeral/map.jinja" import manifest, artifacts, tools with context %}
 {%- set plan = manifest.activation %}
+{#- Qubes settings first: put back every value we replaced, as recorded
+    (even for templates or pools no longer in the pillar). #}
+{%- set record = manifest.qubes_record %}
+{%- if salt['file.file_exists'](record) %}
+{%-   for what in (salt['file.read'](record) | load_json) %}
+ephemeral-clean-qubes-{{ loop.index }}:
+  ephemeral_qubes.restored:
+    - name: {{ what | json }}
+    - record: {{ record | json }}
+{%-   endfor %}
+{%- endif %}
+
 {%- if plan.swap is defined %}
 ephemeral-clean-swap-off:
   cmd.run:

@@ -6,3 +6,4 @@ include:
   - ephemeral.units
   - ephemeral.reload
   - ephemeral.activate
+  - ephemeral.qubes

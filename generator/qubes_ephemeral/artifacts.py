@@ -12,6 +12,8 @@ from . import __version__
 
 MARKER_START = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pillar, not these lines)"
 MARKER_END = "# END qubes-ephemeral"
+# Where the formula records the Qubes values it replaced, for an exact revert.
+QUBES_RECORD = "/etc/qubes-ephemeral/qubes-originals.json"
 # Prefix of a persistent swap line that the description took over.
 REPLACED_PREFIX = "#qubes-ephemeral-replaced# "
 
@@ -86,8 +88,8 @@ class Manifest:
     activate: str
     artifacts: tuple[Artifact, ...]
     activation: dict[str, object]
-    # Filled by the Qubes integration; empty in schema v1.
-    qubes_commands: tuple[object, ...] = field(default=())
+    # Qubes storage settings (render_qubes.plan); None without a qubes: section.
+    qubes: dict[str, object] | None = None
     patches: tuple[object, ...] = field(default=())
 
     def as_dict(self, with_content: bool = True) -> dict[str, object]:
@@ -98,7 +100,8 @@ class Manifest:
             "artifacts": [a.as_dict(with_content) for a in self.artifacts],
             "activation": self.activation,
             "daemon_reload_when_changed": [a.id for a in self.artifacts if a.target.startswith(SYSTEMD_DIRS)],
-            "qubes": {"commands": list(self.qubes_commands)},
+            "qubes": self.qubes,
+            "qubes_record": QUBES_RECORD,
             "patches": list(self.patches),
         }
 

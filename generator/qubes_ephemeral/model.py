@@ -42,7 +42,20 @@ class Swap(Crypt):
 
 
 @dataclass(frozen=True)
+class DisposableTemplate:
+    name: str
+    private: str  # "persistent"; "cow" once the private copy-on-write patch exists
+
+
+@dataclass(frozen=True)
+class Qubes:
+    ephemeral_volatile_pools: tuple[str, ...] | str  # "default": the installation's default pools
+    disposable_templates: tuple[DisposableTemplate, ...]
+
+
+@dataclass(frozen=True)
 class Description:
     scratch: Scratch
     swap: Swap | None
     activate: str
+    qubes: Qubes | None = None

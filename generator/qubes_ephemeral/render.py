@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import naming
+from . import naming, render_qubes
 from .artifacts import REPLACED_PREFIX, Artifact, Block, CommentOut, Directory, File, Manifest, Symlink
 from .model import Crypt, Description, Scratch, Swap
 
@@ -177,4 +177,5 @@ def render(description: Description) -> Manifest:
                               _template("refuse-data.sh.j2"), mode="0755"))  # fmt: skip
     artifacts += guards
     artifacts += scratch_units(description.scratch)
-    return Manifest(description.activate, tuple(artifacts), activation(description))
+    qubes = render_qubes.plan(description.qubes) if description.qubes else None
+    return Manifest(description.activate, tuple(artifacts), activation(description), qubes=qubes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from . import devices, values
+from . import devices, qubes_values, values
 from .values import Parser
 
 REQUIRED = object()
@@ -145,7 +145,32 @@ SWAP = Section(
     ),
 )  # fmt: skip
 
-SECTIONS = (SCRATCH, SWAP)
+QUBES = Section(
+    "qubes",
+    False,
+    "Qubes storage settings, applied with qvm-pool and qvm-volume (optional; leave out to change nothing in Qubes).",
+    (
+        Setting(
+            "ephemeral_volatile_pools",
+            "'default' or list of pool names",
+            qubes_values.DEFAULT_POOLS,
+            "Pools whose volatile volumes qubesd opens with a fresh random key at every qube start "
+            "(qvm-pool set POOL -o ephemeral_volatile=True). 'default': the pools named by qubes-prefs "
+            "default_pool and default_pool_volatile at apply time.",
+            qubes_values.pools,
+        ),
+        Setting(
+            "disposable_templates",
+            "mapping of disposable template names",
+            (),
+            "For each disposable template (NAME: {}): its disposables' root writes go to the volatile volume "
+            "(qvm-volume config NAME:root rw False) and that volume is ephemeral (NAME:volatile ephemeral True).",
+            qubes_values.disposable_templates,
+        ),
+    ),
+)
+
+SECTIONS = (SCRATCH, SWAP, QUBES)
 
 TOP = (
     Setting("activate", "boot or now", "boot",
@@ -154,7 +179,7 @@ TOP = (
 )  # fmt: skip
 
 # Sections defined by later versions of the schema; refused until then.
-RESERVED = ("qubes", "traces", "patches")
+RESERVED = ("traces", "patches")
 
 
 def all_keys() -> list[tuple[str, Setting]]:

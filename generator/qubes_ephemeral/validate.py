@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 from . import values
 from .devices import Device
-from .model import Description, Scratch, Swap
+from .model import Description, Qubes, Scratch, Swap
 from .problems import DescriptionError, Invalid, Problem
-from .schema import RESERVED, SCRATCH, SECTIONS, SWAP, TOP, Section, Setting
+from .schema import QUBES, RESERVED, SCRATCH, SECTIONS, SWAP, TOP, Section, Setting
 from .source import ROOT, Path, Source
 
 
@@ -149,6 +149,7 @@ def validate(source: Source) -> Description:
     top = _parse_settings(collector, {k: v for k, v in root.items() if k in {s.key for s in TOP}}, TOP, (ROOT,))
     scratch = _section(collector, root, SCRATCH)
     swap = _section(collector, root, SWAP)
+    qubes = _section(collector, root, QUBES)
     if scratch is not None:
         _check_scratch(collector, scratch)
     if swap is not None:
@@ -163,4 +164,5 @@ def validate(source: Source) -> Description:
         scratch=Scratch(**scratch),  # type: ignore[arg-type]
         swap=Swap(**swap) if swap is not None else None,  # type: ignore[arg-type]
         activate=str(top["activate"]),
+        qubes=Qubes(**qubes) if qubes is not None else None,  # type: ignore[arg-type]
     )

@@ -18,8 +18,14 @@ from vmharness import ROOT, VM, Boot
 
 JOBS = Path(__file__).parent / "jobs"
 GUEST = Path(__file__).parent / "guest"
-STEPS = ["1-provision-apply", "2-after-apply", "3-after-reboot", "4-after-clean", "5-volume-holds-data",
-         "6-missing-volume"]
+STEPS = [
+    "1-provision-apply",
+    "2-after-apply",
+    "3-after-reboot",
+    "4-after-clean",
+    "5-volume-holds-data",
+    "6-missing-volume",
+]
 
 
 @dataclass
@@ -54,6 +60,7 @@ def scenario() -> Scenario:
     files: dict[str, Path | str] = {
         "formula": ROOT / "ephemeral-formula",
         "guest": GUEST,
+        "qubes_emulation": ROOT / "tests" / "qubes_emulation",
         "common.sh": (JOBS / "common.sh").read_text(),
         "markers": "\n".join(markers) + "\n",
         "pillar/top.sls": "base:\n  '*':\n    - ephemeral\n",

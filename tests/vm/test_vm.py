@@ -35,6 +35,8 @@ def test_apply_then_reapply_changes_nothing(scenario) -> None:
     assert failures(first["local"]) == [] and changes(first["local"])
     assert failures(second["local"]) == [] and changes(second["local"]) == []
     assert changes(dry["local"]) == [] and all(s["result"] is True for s in dry["local"].values())
+    # The Qubes settings, through the emulated admin commands (Qubes cannot run here).
+    assert (boot.out / "qubes-root-rw").read_text().strip() == "False"
 
 
 def test_after_reboot_scratch_is_plain_dm_crypt_with_the_configured_cipher(scenario) -> None:
@@ -124,6 +126,8 @@ def test_clean_restores_dom0_swap_and_files(scenario) -> None:
     after = scenario.boots["4-after-clean"]
     assert (after.out / "fstab.after-clean").read_bytes() == (first / "fstab.pristine").read_bytes()
     assert (after.out / "crypttab.after-clean").read_bytes() == (first / "crypttab.pristine").read_bytes()
+    assert (after.out / "qubes-root-rw").read_text().strip() == "True"
+    assert (after.out / "qubes-record").read_text().strip() == "absent"
     facts = after.json("after-clean.json")
     assert [s["device"] for s in facts["swaps"]] == ["qubes_dom0-swap"]
     assert facts["crypt"]["ephemeral"] is None and facts["crypt"]["ephemeral-swap"] is None

@@ -27,6 +27,14 @@ swapon /dev/mapper/qubes_dom0-swap
 cp /etc/fstab "$OUT/fstab.pristine"
 cp /etc/crypttab "$OUT/crypttab.pristine"
 
+# The emulated Qubes admin commands, with a fresh install's state.
+for command in qvm-pool qvm-volume qvm-prefs qubes-prefs; do
+    ln -s /opt/qubes-emulation/qubes_admin.py "/usr/local/bin/$command"
+done
+cp -r qubes_emulation /opt/qubes-emulation
+mkdir -p /var/lib/qubes-emulation
+python3 -c 'import json, qubes_emulation as q; print(json.dumps(q.dom0_like_state()))' >"$QUBES_EMULATION_STATE"
+
 # The formula as it would be in dom0.
 mkdir -p /srv/formulas /srv/pillar
 cp -r formula /srv/formulas/ephemeral-formula
@@ -35,3 +43,4 @@ salt_apply ephemeral apply-1.json
 salt_apply ephemeral apply-2.json
 salt_apply ephemeral apply-3-test.json test=True
 facts before-reboot
+qvm-volume info default-dvm:root rw >"$OUT/qubes-root-rw"

@@ -4,6 +4,8 @@
 facts after-clean
 cp /etc/fstab "$OUT/fstab.after-clean"
 cp /etc/crypttab "$OUT/crypttab.after-clean"
+qvm-volume info default-dvm:root rw >"$OUT/qubes-root-rw"
+test -e /etc/qubes-ephemeral && echo present >"$OUT/qubes-record" || echo absent >"$OUT/qubes-record"
 sed -i 's/^  activate: boot/  activate: now/' /srv/pillar/ephemeral.sls
 salt_apply ephemeral activate-now.json
 facts activated

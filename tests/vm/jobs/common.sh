@@ -8,6 +8,9 @@ C1=$(sed -n 1p markers)  # scratch filesystem canary
 C2=$(sed -n 2p markers)  # swap canary
 C3=$(sed -n 3p markers)  # control: written to a persistent volume, must be found
 
+# Qubes cannot run here: its admin commands are emulated (tests/qubes_emulation).
+export QUBES_EMULATION_STATE=/var/lib/qubes-emulation/state.json
+
 salt_apply() {  # salt_apply STATE OUTFILE [salt args]
     state=$1 out=$2
     shift 2

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Test fixture: an emulation of the Qubes dom0 admin commands the formula uses.
+
+Qubes (Xen, qubesd) cannot run on the test machines, so the formula's Qubes
+states are run against this stand-in instead. It follows upstream's command
+lines, property names, validation rules, outputs and exit codes for the
+subset used, as read in:
+
+- qubes-core-admin-client qubesadmin/tools/qvm_pool.py   (qvm-pool info/set)
+- qubes-core-admin-client qubesadmin/tools/qvm_volume.py (qvm-volume info/config)
+- qubes-core-admin-client qubesadmin/tools/qubes_prefs.py, qvm_prefs.py
+- qubes-core-admin qubes/storage/__init__.py (Volume.ephemeral rules, Pool.ephemeral_volatile)
+- qubes-core-admin qubes/api/admin.py (vm.volume.Set.*, pool.Set.* accepted properties)
+
+The state lives in the JSON file named by $QUBES_EMULATION_STATE; every
+call that changes it is appended to its "calls" list, so tests can prove
+that a re-apply changes nothing. One file, called under each command's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+STATE = os.environ.get("QUBES_EMULATION_STATE", "qubes-state.json")
+# Pool properties with an admin.pool.Set.* method (qubes/api/admin.py).
+POOL_SETTABLE = ("revisions_to_keep", "ephemeral_volatile")
+# Volume properties qvm-volume config accepts (qubesadmin/tools/qvm_volume.py).
+VOLUME_SETTABLE = ("rw", "revisions_to_keep", "ephemeral")
+VOLUME_INFO = ("pool", "vid", "rw", "source", "save_on_stop", "snap_on_start", "size", "usage",
+               "revisions_to_keep", "ephemeral", "is_outdated")  # fmt: skip
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+EMPTY_RESPONSE = "Got empty response from qubesd. See journalctl in dom0 for details."
+
+
+class Failure(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def usage_error(prog: str, message: str) -> Failure:
+    # QubesArgumentParser.error: usage, then "prog: error: msg", exit 2.
+    return Failure(f"usage: {prog} [options]\n{prog}: error: {message}", 2)
+
+
+def load() -> dict:
+    with open(STATE) as handle:
+        return json.load(handle)
+
+
+def save(state: dict, argv: list[str]) -> None:
+    state.setdefault("calls", []).append(argv)
+    with open(STATE, "w") as handle:
+        json.dump(state, handle, indent=1, sort_keys=True)
+
+
+def text(value: object) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return "" if value is None else str(value)
+
+
+def parse_bool(value: str) -> bool:
+    # qubes.property.bool: case-insensitive words; anything else is a
+    # ProtocolError, which the client only sees as an empty response.
+    if value.lower() in TRUE:
+        return True
+    if value.lower() in FALSE:
+        return False
+    raise Failure(EMPTY_RESPONSE)
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {value}".rstrip() for key, value in rows)
+
+
+def ephemeral(state: dict, volume: dict) -> bool:
+    # qubes/storage/__init__.py Volume.ephemeral: an explicit value wins;
+    # else False for snap_on_start/save_on_stop/read-only volumes; else the pool's.
+    if volume.get("ephemeral") is not None:
+        return bool(volume["ephemeral"])
+    if volume["snap_on_start"] or volume["save_on_stop"] or not volume["rw"]:
+        return False
+    return bool(state["pools"][volume["pool"]].get("ephemeral_volatile", False))
+
+
+def vm_volume(state: dict, spec: str) -> tuple[dict, dict]:
+    parts = spec.split(":")
+    if len(parts) != 2:
+        raise usage_error("qvm-volume", "expected a vm & volume combination like foo:bar")
+    vm, name = parts
+    if vm not in state["vms"]:
+        raise Failure(f"qvm-volume: error: no vm {vm!r}")
+    if name not in state["vms"][vm]["volumes"]:
+        raise Failure(f"qvm-volume: error: vm {vm!r} has no volume {name!r}")
+    return state["vms"][vm], state["vms"][vm]["volumes"][name]
+
+
+def qvm_volume(argv: list[str]) -> str:
+    state = load()
+    if len(argv) in (2, 3) and argv[0] in ("info", "i"):
+        _, volume = vm_volume(state, argv[1])
+        values = {key: ephemeral(state, volume) if key == "ephemeral" else volume.get(key) for key in VOLUME_INFO}
+        if len(argv) == 3:
+            if argv[2] not in values:
+                raise Failure(f"No such property: {argv[2]}")
+            return text(values[argv[2]])
+        footer = "List of available revisions (for revert): none"
+        return table([(key, text(values[key])) for key in VOLUME_INFO]) + "\n" + footer
+    if len(argv) == 4 and argv[0] in ("config", "c", "set", "s"):
+        vm, volume = vm_volume(state, argv[1])
+        prop, value = argv[2], argv[3]
+        if prop not in VOLUME_SETTABLE:
+            raise Failure(f"Invalid property: {prop}")
+        if prop == "revisions_to_keep":
+            if not value.isdigit():
+                raise Failure(EMPTY_RESPONSE)
+            volume[prop] = int(value)
+        else:
+            flag = parse_bool(value)
+            if vm.get("running"):  # admin.vm.volume.Set.rw / .ephemeral (R4.2): halted only
+                raise Failure(f"Domain is not powered off: {argv[1].split(':')[0]!r}")
+            if prop == "ephemeral" and flag and (volume["snap_on_start"] or volume["save_on_stop"] or not volume["rw"]):
+                raise Failure(
+                    "Cannot enable ephemeral on snap_on_start or save_on_stop or non-dom0 or not writable volume"
+                )
+            volume[prop] = flag
+        save(state, ["qvm-volume", *argv])
+        return ""
+    raise usage_error("qvm-volume", "invalid choice")
+
+
+def qvm_pool(argv: list[str]) -> str:
+    state = load()
+    pools = state["pools"]
+    if argv[:1] in ([], ["list"], ["ls"], ["l"]):
+        return table([("NAME", "DRIVER")] + [(name, pool["driver"]) for name, pool in pools.items()])
+    if len(argv) == 2 and argv[0] in ("info", "i"):
+        if argv[1] not in pools:
+            raise usage_error("qvm-pool", f"No such pools: [{argv[1]!r}]")
+        pool = pools[argv[1]]
+        rows = [("name", argv[1])] + [(k, text(v)) for k, v in sorted(pool.items()) if k != "name"]
+        return table(rows)
+    if len(argv) >= 2 and argv[0] in ("set", "s"):
+        if argv[1] not in pools:  # args.app.pools[name]: an uncaught KeyError
+            raise Failure(f"Traceback (most recent call last):\n  ...\nKeyError: {argv[1]!r}")
+        options = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-o", "--option")]
+        errors = []
+        for option in options:
+            key, _, value = option.partition("=")
+            if key not in POOL_SETTABLE:
+                errors.append(f"Setting option {key} is not supported for pool {argv[1]}\n")
+                continue
+            try:
+                pools[argv[1]][key] = parse_bool(value) if key == "ephemeral_volatile" else int(value)
+            except (Failure, ValueError):
+                errors.append(f"Failed to set option {key} for pool {argv[1]}: {EMPTY_RESPONSE}\n")
+        if errors:
+            raise Failure("qvm-pool: error: " + "\n".join(errors))
+        save(state, ["qvm-pool", *argv])
+        return ""
+    raise usage_error("qvm-pool", "invalid choice")
+
+
+def prefs(argv: list[str], holder: dict, command: str) -> str:
+    if len(argv) == 1:
+        if argv[0] not in holder:
+            raise usage_error(command, f"no such property: {argv[0]!r}")
+        return text(holder[argv[0]])
+    raise usage_error(command, "this emulation only reads properties")
+
+
+def main() -> int:
+    command = os.path.basename(sys.argv[0])
+    argv = [a for a in sys.argv[1:] if a != "--"]
+    try:
+        if command == "qvm-volume":
+            out = qvm_volume(argv)
+        elif command == "qvm-pool":
+            out = qvm_pool(argv)
+        elif command == "qubes-prefs":
+            out = prefs(argv, load()["prefs"], command)
+        elif command == "qvm-prefs":
+            state = load()
+            if not argv or argv[0] not in state["vms"]:
+                raise usage_error(command, f"no such domain: {argv[0] if argv else ''!r}")
+            out = prefs(argv[1:], state["vms"][argv[0]]["prefs"], command)
+        else:
+            raise Failure(f"unknown command {command}", 2)
+    except Failure as failure:
+        print(failure, file=sys.stderr)
+        return failure.code
+    if out:
+        print(out)
+    elif command in ("qubes-prefs", "qvm-prefs", "qvm-volume") and argv and argv[0] not in ("config", "c", "set", "s"):
+        print()  # a read of an empty value prints an empty line
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
