@@ -26,6 +26,7 @@ READS = {
     "volatile-ephemeral": ("qvm-volume", "info", "default-dvm:volatile", "ephemeral"),
     "other-dvm-root-rw": ("qvm-volume", "info", "work-dvm:root", "rw"),
     "other-pool": ("qvm-pool", "info", "varlibqubes"),
+    "features": ("qvm-features", "default-dvm"),
 }
 
 
@@ -48,6 +49,7 @@ def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox) -> None:  # no
     assert status == 0, failed(first)
     assert set(changed(first)) == pending
     assert sandbox.qubes_calls() == [
+        ["qvm-features", "--", "default-dvm", "qubes-ephemeral", "1"],
         ["qvm-volume", "config", "default-dvm:root", "rw", "False"],
         ["qvm-volume", "config", "default-dvm:volatile", "ephemeral", "True"],
         ["qvm-pool", "set", "vm-pool", "-o", "ephemeral_volatile=True"],
@@ -55,19 +57,24 @@ def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox) -> None:  # no
     after = reads(sandbox)
     assert after["root-rw"] == "False" and after["volatile-ephemeral"] == "True"
     assert "ephemeral_volatile  True" in after["pool"]
+    assert after["features"] == "qubes-ephemeral  1", "switches the qubesd extension on"
     assert after["other-dvm-root-rw"] == before["other-dvm-root-rw"] and after["other-pool"] == before["other-pool"]
 
     status, again = sandbox.apply()
     assert status == 0 and changed(again) == {}
-    assert len(sandbox.qubes_calls()) == 3, "a re-apply must call nothing that changes Qubes"
+    assert len(sandbox.qubes_calls()) == 4, "a re-apply must call nothing that changes Qubes"
 
     status, dry_clean = sandbox.apply("ephemeral.clean", test=True)
     pending = {key.split("_|-")[1] for key, state in dry_clean.items() if state["result"] is None}
-    assert len(sandbox.qubes_calls()) == 3
+    assert len(sandbox.qubes_calls()) == 4
     status, clean = sandbox.apply("ephemeral.clean")
     assert status == 0, failed(clean)
     assert set(changed(clean)) == pending
     assert reads(sandbox) == before
+    restoring = sandbox.qubes_calls()[4:]
+    assert ["qvm-features", "--unset", "--", "default-dvm", "qubes-ephemeral"] in restoring, "was not set: unset"
+    assert ["qvm-pool", "set", "vm-pool", "-o", "ephemeral_volatile=False"] in restoring
+    assert len(restoring) == 4
     assert not sandbox.exists("/etc/qubes-ephemeral/qubes-originals.json")
     assert not sandbox.exists("/etc/qubes-ephemeral")
     status, clean_again = sandbox.apply("ephemeral.clean")

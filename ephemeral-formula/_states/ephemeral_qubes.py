@@ -22,15 +22,19 @@ def _ret(name):
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
 
-def _run(argv):
+def _run(argv, missing_exit=None):
     out = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    if missing_exit is not None and out["retcode"] == missing_exit and not (out["stdout"] + out["stderr"]).strip():
+        return None  # e.g. qvm-features for a feature that is not set
     if out["retcode"] != 0:
         raise RuntimeError("{} failed (exit {}): {}".format(" ".join(argv), out["retcode"], out["stderr"].strip()))
     return out["stdout"]
 
 
-def _read(get, key):
-    text = _run(get)
+def _read(get, key, missing_exit=None):
+    text = _run(get, missing_exit)
+    if text is None:
+        return None
     if key is None:
         return text.strip()
     for line in text.splitlines():
@@ -82,12 +86,14 @@ def required(name, get, value, hint="", key=None):
     return ret
 
 
-def set_(name, get, set, value, record, key=None, default=None):  # noqa: A002 (the state's argument names)
+def set_(name, get, set, value, record, key=None, default=None, unset=None, missing_exit=None):  # noqa: A002
     """Make ``get`` read ``value``; record the value replaced first. ``default``:
-    what an absent key means (Qubes omits options left at their default)."""
+    what an absent key means (Qubes omits options left at their default).
+    ``unset``/``missing_exit``: for settings that can be absent (features):
+    the command that removes one, and the exit code of ``get`` when absent."""
     ret = _ret(name)
     try:
-        current = _read(get, key)
+        current = _read(get, key, missing_exit)
         current = default if current is None else current
         if current == value:
             ret["comment"] = "{} is already {}".format(name, value)
@@ -97,10 +103,10 @@ def set_(name, get, set, value, record, key=None, default=None):  # noqa: A002 (
             ret.update(result=None, comment="{} would be set to {}".format(name, value))
             return ret
         originals = _load(record)
-        originals.setdefault(name, {"value": current, "set": set})
+        originals.setdefault(name, {"value": current, "set": set, "unset": unset})
         _save(record, originals)
         _run(_fill(set, value))
-        now = _read(get, key)
+        now = _read(get, key, missing_exit)
         now = default if now is None else now
         if now != value:
             raise RuntimeError("{} still reads {} after setting it".format(name, now))
@@ -123,7 +129,10 @@ def restored(name, record):
         ret.update(result=None, changes={"new": entry["value"]}, comment="{} would be restored".format(name))
         return ret
     try:
-        _run(_fill(entry["set"], entry["value"]))
+        if entry["value"] is None and entry.get("unset"):
+            _run(entry["unset"])  # it was not set at all
+        else:
+            _run(_fill(entry["set"], entry["value"]))
     except RuntimeError as error:
         ret.update(result=False, comment=str(error))
         return ret

@@ -24,6 +24,10 @@ ephemeral-qubes-{{ setting.id }}:
     - name: {{ setting.what | json }}
     - get: {{ setting['get'] | json }}
     - set: {{ setting['set'] | json }}
+{%-     if setting.unset is defined %}
+    - unset: {{ setting.unset | json }}
+    - missing_exit: {{ setting.missing_exit }}
+{%-     endif %}
     - value: {{ setting.value | json }}
     - record: {{ plan.record | json }}
     - require:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .artifacts import QUBES_RECORD
 from .model import Qubes
+from .qubesd_extension_feature import FEATURE
 
 # qubes-prefs properties naming "the installation's default pools".
 DEFAULT_POOL_PREFS = ("default_pool", "default_pool_volatile")
@@ -37,8 +38,20 @@ def plan(qubes: Qubes) -> dict[str, object]:
         }
         for t in qubes.disposable_templates
     ]
-    volumes = []
+    volumes: list[dict[str, object]] = []
     for template in qubes.disposable_templates:
+        # Switches on the qubesd extension (qubesd_extension.py) for its disposables.
+        volumes.append(
+            {
+                "id": f"feature-{template.name}-{FEATURE}",
+                "what": f"{template.name} feature {FEATURE}",
+                "get": ["qvm-features", "--", template.name, FEATURE],
+                "missing_exit": 1,  # qvm-features exits 1, silently, for a feature not set
+                "set": ["qvm-features", "--", template.name, FEATURE, "{value}"],
+                "unset": ["qvm-features", "--unset", "--", template.name, FEATURE],
+                "value": "1",
+            }
+        )
         # Root read-only: the disposable's root writes go to a copy-on-write
         # layer on the volatile volume, which is keyed per start.
         volumes.append(_volume(template.name, "root", "rw", "False"))

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-COMMANDS = ("qvm-pool", "qvm-volume", "qvm-prefs", "qubes-prefs")
+COMMANDS = ("qvm-pool", "qvm-volume", "qvm-prefs", "qubes-prefs", "qvm-features")
 SCRIPT = Path(__file__).with_name("qubes_admin.py")
 
 

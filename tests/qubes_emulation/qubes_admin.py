@@ -50,8 +50,9 @@ def load() -> dict:
         return json.load(handle)
 
 
-def save(state: dict, argv: list[str]) -> None:
-    state.setdefault("calls", []).append(argv)
+def save(state: dict, _argv: list[str]) -> None:
+    # Log the call as it was made (with any "--").
+    state.setdefault("calls", []).append([os.path.basename(sys.argv[0]), *sys.argv[1:]])
     with open(STATE, "w") as handle:
         json.dump(state, handle, indent=1, sort_keys=True)
 
@@ -99,7 +100,7 @@ def vm_volume(state: dict, spec: str) -> tuple[dict, dict]:
     return state["vms"][vm], state["vms"][vm]["volumes"][name]
 
 
-def qvm_volume(argv: list[str]) -> str:
+def qvm_volume(argv: list[str]) -> str | None:
     state = load()
     if len(argv) in (2, 3) and argv[0] in ("info", "i"):
         _, volume = vm_volume(state, argv[1])
@@ -129,11 +130,11 @@ def qvm_volume(argv: list[str]) -> str:
                 )
             volume[prop] = flag
         save(state, ["qvm-volume", *argv])
-        return ""
+        return None
     raise usage_error("qvm-volume", "invalid choice")
 
 
-def qvm_pool(argv: list[str]) -> str:
+def qvm_pool(argv: list[str]) -> str | None:
     state = load()
     pools = state["pools"]
     if argv[:1] in ([], ["list"], ["ls"], ["l"]):
@@ -161,7 +162,7 @@ def qvm_pool(argv: list[str]) -> str:
         if errors:
             raise Failure("qvm-pool: error: " + "\n".join(errors))
         save(state, ["qvm-pool", *argv])
-        return ""
+        return None
     raise usage_error("qvm-pool", "invalid choice")
 
 
@@ -173,6 +174,32 @@ def prefs(argv: list[str], holder: dict, command: str) -> str:
     raise usage_error(command, "this emulation only reads properties")
 
 
+def qvm_features(argv: list[str]) -> str | None:
+    # qubesadmin/tools/qvm_features.py: VM [FEATURE [VALUE]], --unset VM FEATURE.
+    unset = any(a in ("--unset", "--default", "--delete", "-D") for a in argv)
+    args = [a for a in argv if a not in ("--unset", "--default", "--delete", "-D")]
+    state = load()
+    if not args or args[0] not in state["vms"]:
+        raise usage_error("qvm-features", f"no such domain: {args[0] if args else ''!r}")
+    features = state["vms"][args[0]].setdefault("features", {})
+    if unset:
+        if len(args) != 2:
+            raise usage_error("qvm-features", "--unset requires a feature")
+        if args[1] in features:
+            del features[args[1]]
+            save(state, ["qvm-features", *argv])
+        return None
+    if len(args) == 1:
+        return table([(k, v) for k, v in sorted(features.items())]) if features else None
+    if len(args) == 2:
+        if args[1] not in features:
+            raise Failure("", 1)  # QubesFeatureNotFoundError: nothing printed, exit 1
+        return features[args[1]]
+    features[args[1]] = args[2]
+    save(state, ["qvm-features", *argv])
+    return None
+
+
 def main() -> int:
     command = os.path.basename(sys.argv[0])
     argv = [a for a in sys.argv[1:] if a != "--"]
@@ -181,6 +208,8 @@ def main() -> int:
             out = qvm_volume(argv)
         elif command == "qvm-pool":
             out = qvm_pool(argv)
+        elif command == "qvm-features":
+            out = qvm_features(argv)
         elif command == "qubes-prefs":
             out = prefs(argv, load()["prefs"], command)
         elif command == "qvm-prefs":
@@ -191,12 +220,11 @@ def main() -> int:
         else:
             raise Failure(f"unknown command {command}", 2)
     except Failure as failure:
-        print(failure, file=sys.stderr)
+        if str(failure):
+            print(failure, file=sys.stderr)
         return failure.code
-    if out:
+    if out is not None:  # None: a command that prints nothing; "": an empty value, an empty line
         print(out)
-    elif command in ("qubes-prefs", "qvm-prefs", "qvm-volume") and argv and argv[0] not in ("config", "c", "set", "s"):
-        print()  # a read of an empty value prints an empty line
     return 0
 
 

@@ -28,7 +28,7 @@ cp /etc/fstab "$OUT/fstab.pristine"
 cp /etc/crypttab "$OUT/crypttab.pristine"
 
 # The emulated Qubes admin commands, with a fresh install's state.
-for command in qvm-pool qvm-volume qvm-prefs qubes-prefs; do
+for command in qvm-pool qvm-volume qvm-prefs qubes-prefs qvm-features; do
     ln -s /opt/qubes-emulation/qubes_admin.py "/usr/local/bin/$command"
 done
 cp -r qubes_emulation /opt/qubes-emulation
