@@ -42,23 +42,40 @@ def _generator(saltenv="base"):
     return qubes_ephemeral
 
 
+def _sync_once(saltenv):
+    # state.apply alone does not sync a formula's _modules and _states; do it
+    # once per run (a no-op when they are current), before any state runs.
+    if not __context__.get("ephemeral.synced"):
+        __salt__["saltutil.sync_modules"](saltenv=saltenv)
+        __salt__["saltutil.sync_states"](saltenv=saltenv)
+        __context__["ephemeral.synced"] = True
+
+
 def manifest(description=None, saltenv="base"):
     """The manifest for ``description`` (default: the ``ephemeral`` pillar).
 
     Raises a clear error listing every problem when the pillar is invalid,
-    so the whole state run stops before anything is changed.
+    so the whole state run stops before anything is changed. The pillar's
+    manifest is made once per run, however many sls files ask for it.
     """
+    _sync_once(saltenv)
+    if description is None and "ephemeral.manifest" in __context__:
+        return __context__["ephemeral.manifest"]
     generator = _generator(saltenv)
-    if description is None:
+    from_pillar = description is None
+    if from_pillar:
         description = __pillar__.get("ephemeral")
     if description is None:
         raise CommandExecutionError("the ephemeral pillar is not set: see pillar.example")
     try:
-        return generator.api.manifest_for_pillar(description)
+        result = generator.api.manifest_for_pillar(description)
     except generator.problems.DescriptionError as error:
         raise CommandExecutionError(
             "invalid ephemeral pillar, nothing was changed:\n" + "\n".join(p.format() for p in error.problems)
         )
+    if from_pillar:
+        __context__["ephemeral.manifest"] = result
+    return result
 
 
 def version(saltenv="base"):

@@ -45,6 +45,11 @@ def _read(get, key, missing_exit=None):
     return None
 
 
+def _current(get, key, missing_exit, default):
+    value = _read(get, key, missing_exit)
+    return default if value is None else value
+
+
 def _load(record):
     try:
         with open(record) as handle:
@@ -93,8 +98,7 @@ def set_(name, get, set, value, record, key=None, default=None, unset=None, miss
     the command that removes one, and the exit code of ``get`` when absent."""
     ret = _ret(name)
     try:
-        current = _read(get, key, missing_exit)
-        current = default if current is None else current
+        current = _current(get, key, missing_exit, default)
         if current == value:
             ret["comment"] = "{} is already {}".format(name, value)
             return ret
@@ -106,8 +110,7 @@ def set_(name, get, set, value, record, key=None, default=None, unset=None, miss
         originals.setdefault(name, {"value": current, "set": set, "unset": unset})
         _save(record, originals)
         _run(_fill(set, value))
-        now = _read(get, key, missing_exit)
-        now = default if now is None else now
+        now = _current(get, key, missing_exit, default)
         if now != value:
             raise RuntimeError("{} still reads {} after setting it".format(name, now))
     except RuntimeError as error:
