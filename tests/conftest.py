@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from qubes_ephemeral import cli
+from required_tools import require  # noqa: F401 (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 PILLAR_EXAMPLE = ROOT / "pillar.example"
@@ -51,18 +50,6 @@ def description(**sections: object) -> str:
         else:
             data["ephemeral"][key] = value
     return yaml.safe_dump(data, sort_keys=False)
-
-
-def require(*tools: str) -> None:
-    """Skip when a system tool is missing; under scripts/test (STRICT_TOOLS=1) fail instead,
-    so CI cannot go green by skipping what it was meant to prove."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if not missing:
-        return
-    message = f"needs {', '.join(missing)} (scripts/test installs them)"
-    if os.environ.get("STRICT_TOOLS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
 """Run the formula with salt-call against dom0-like files, never the host's.
 
 Each run happens in a private mount namespace (unshare) where /etc, /var,
-/usr/local and /dev are overlays whose upper layers live in the sandbox
+/usr, /run and /dev are overlays whose upper layers live in the sandbox
 folder: Salt reads and writes the usual paths, the host's files never change,
 and the state carries over from one run to the next, as on a real machine.
-systemctl is a recorder (there is no systemd here): the tests read its log.
+systemctl and dracut are recorders (there is no systemd here, and no template
+to rebuild an initramfs in): the tests read their logs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import qubes_emulation
 ROOT = Path(__file__).resolve().parent.parent
 FORMULA = ROOT / "ephemeral-formula"
 SALT_CALL = Path(os.environ.get("SALT_CALL", ROOT / ".venv-salt" / "bin" / "salt-call"))
-OVERLAID = ("/etc", "/var", "/usr/local", "/dev")
+OVERLAID = ("/etc", "/var", "/usr", "/run", "/dev")
 
 SHIM = """#!/bin/sh
 if [ "$1" = --version ]; then echo "systemd 252 (252)"; echo "+PAM"; exit 0; fi
@@ -40,24 +41,29 @@ exec "$@"
 
 
 class Sandbox:
-    def __init__(self, folder: Path, pillar: str) -> None:
+    def __init__(self, folder: Path, pillar: str, formula: Path = FORMULA) -> None:
+        """``formula``: the formula's file root (default: this repository's)."""
         self.folder = folder
+        self.formula = formula
         # The Qubes admin commands, emulated (tests/qubes_emulation), on PATH.
         self.env = {**os.environ, **qubes_emulation.install(folder / "qubes", qubes_emulation.dom0_like_state())}
         self.qubes_state = Path(self.env["QUBES_EMULATION_STATE"])
         (folder / "conf").mkdir(parents=True)
         (folder / "conf/minion").write_text(f"file_client: local\nid: sandbox\nroot_dir: {folder}/run\n")
         self.log = folder / "systemctl.log"
-        self.log.touch()
-        shim = folder / "systemctl"
-        shim.write_text(SHIM.format(log=self.log))
-        shim.chmod(0o755)
+        self.dracut_log = folder / "dracut.log"
+        for name, log in (("systemctl", self.log), ("dracut", self.dracut_log)):
+            log.touch()
+            shim = folder / name
+            shim.write_text(SHIM.format(log=log))
+            shim.chmod(0o755)
         (folder / "pillar").mkdir()
         (folder / "pillar/top.sls").write_text("base:\n  '*':\n    - ephemeral\n")
         self.set_pillar(pillar)
 
     def set_pillar(self, pillar: str) -> None:
-        tools = f"\nephemeral_formula:\n  tools:\n    systemctl: {self.folder}/systemctl\n"
+        tools = (f"\nephemeral_formula:\n  tools:\n    systemctl: {self.folder}/systemctl\n"
+                 f"    dracut: {self.folder}/dracut\n")  # fmt: skip
         (self.folder / "pillar/ephemeral.sls").write_text(pillar + tools)
 
     def shell(self, script: str) -> subprocess.CompletedProcess[str]:
@@ -81,12 +87,16 @@ class Sandbox:
     def exists(self, path: str) -> bool:
         return self.shell(f"test -e '{path}' || test -L '{path}'").returncode == 0
 
-    def apply(self, sls: str = "ephemeral", test: bool = False) -> tuple[int, dict[str, dict[str, object]]]:
-        command = [str(SALT_CALL), "--local", f"--config-dir={self.folder}/conf", f"--file-root={FORMULA}",
+    def apply(
+        self, sls: str = "ephemeral", test: bool = False, before: str = ""
+    ) -> tuple[int, dict[str, dict[str, object]]]:
+        """Run state.apply; ``before``: shell commands run first in the same namespace."""
+        command = [str(SALT_CALL), "--local", f"--config-dir={self.folder}/conf", f"--file-root={self.formula}",
                    f"--pillar-root={self.folder}/pillar", "--out=json", "state.apply", sls]  # fmt: skip
         if test:
             command.append("test=True")
-        result = self.shell(" ".join(f"'{part}'" for part in command))
+        script = " ".join(f"'{part}'" for part in command)
+        result = self.shell(f"{before} && {script}" if before else script)
         try:
             states = json.loads(result.stdout)["local"]
         except (ValueError, KeyError):
@@ -107,6 +117,9 @@ class Sandbox:
 
     def systemctl_calls(self) -> list[str]:
         return self.log.read_text().splitlines()
+
+    def dracut_calls(self) -> list[str]:
+        return self.dracut_log.read_text().splitlines()
 
 
 def available() -> str | None:

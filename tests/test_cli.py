@@ -71,7 +71,7 @@ def test_rendered_manifest_points_at_every_file(tmp_path: Path) -> None:
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
     assert sources == on_disk
     assert manifest["qubes"]["checks"][0]["get"] == ["qvm-prefs", "--", "default-dvm", "template_for_dispvms"]
-    assert manifest["patches"] == []
+    assert manifest["private_cow"] is None, "the patch is opt-in"
 
 
 def test_no_key_material_in_any_artifact(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ not a disposable template is refused before any change.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import qubes_emulation
 from conftest import PILLAR_EXAMPLE
 from salt_sandbox import Sandbox
 from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed, sandbox  # noqa: F401 (fixture)
@@ -101,3 +103,94 @@ def test_explicit_pool_list_and_a_missing_pool(sandbox: Sandbox, tmp_path: Path)
     assert "varlibqubes" in str(changed(states))
     assert any("No such pools: ['nosuchpool']" in line for line in failed(states))
     assert "ephemeral_volatile  False" in sandbox.qubes("qvm-pool", "info", "vm-pool")
+
+
+OWN_POOL = "/var/lib/qubes-ephemeral/pools/ephemeral"
+# As at boot: the fresh scratch filesystem (a tmpfs here, root 0755 as mkfs makes it), laid out by our script.
+BOOTED = "mount -t tmpfs -o mode=0755 scratch /var/lib/qubes-ephemeral && /usr/local/libexec/qubes-ephemeral/layout"
+
+
+def own_pool_pillar() -> str:
+    return (PILLAR_EXAMPLE.read_text().replace("    pool: null", "    pool: ephemeral")
+            .replace("default_pool_volatile: false", "default_pool_volatile: true"))  # fmt: skip
+
+
+def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandbox: Sandbox) -> None:  # noqa: F811
+    sandbox.set_pillar(own_pool_pillar())
+    listing_before = sandbox.qubes("qubes-prefs")
+
+    # First apply with activate: boot: the scratch filesystem is not there yet.
+    status, first = sandbox.apply()
+    assert status != 0
+    message = "\n".join(failed(first))
+    assert "can only be added while the scratch filesystem is mounted" in message
+    assert not any(call[:2] == ["qvm-pool", "add"] for call in sandbox.qubes_calls())
+    assert sandbox.qubes("qubes-prefs", "default_pool_volatile") == "vm-pool", "waits for the pool"
+    assert sandbox.qubes("qvm-volume", "info", "default-dvm:root", "rw") == "False", "the rest is applied"
+
+    # After the reboot: mounted and laid out.
+    status, dry = sandbox.apply(test=True, before=BOOTED)
+    pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
+    assert {"ephemeral-qubes-own-pool-ephemeral", "ephemeral-qubes-prefs-default_pool_volatile"} <= pending
+    calls = len(sandbox.qubes_calls())
+    status, second = sandbox.apply(before=BOOTED)
+    assert status == 0, failed(second)
+    assert set(changed(second)) == pending
+    new_calls = sandbox.qubes_calls()[calls:]
+    assert new_calls == [
+        ["qvm-pool", "add", "ephemeral", "file", "-o", f"dir_path={OWN_POOL}"],
+        ["qubes-prefs", "--", "default_pool_volatile", "ephemeral"],
+    ]
+    info = sandbox.qubes("qvm-pool", "info", "ephemeral")
+    assert f"dir_path            {OWN_POOL}" in info and "driver              file" in info
+    assert "default_pool_volatile  -  ephemeral" in sandbox.qubes("qubes-prefs")
+    assert "ephemeral_volatile  False" in info, "'default' pools must not pick up our own pool"
+
+    status, again = sandbox.apply(before=BOOTED)
+    assert status == 0 and changed(again) == {}
+    assert len(sandbox.qubes_calls()) == calls + 2
+
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(clean)
+    undo = sandbox.qubes_calls()[calls + 2 :]
+    reset = ["qubes-prefs", "--default", "--", "default_pool_volatile"]
+    assert undo.index(reset) < undo.index(["qvm-pool", "remove", "ephemeral"]), "the default goes back first"
+    assert sandbox.qubes("qubes-prefs") == listing_before, "default_pool_volatile is a default again"
+    assert "ephemeral" not in sandbox.qubes("qvm-pool", "list").split()
+
+
+def test_own_pool_in_use_keeps_clean_retryable(sandbox: Sandbox) -> None:  # noqa: F811
+    sandbox.set_pillar(own_pool_pillar())
+    sandbox.apply()  # writes the layout script; the pool waits for the mount
+    status, states = sandbox.apply(before=BOOTED)
+    assert status == 0, failed(states)
+    # A disposable created since has its volatile volume in our pool.
+    state = json.loads(sandbox.qubes_state.read_text())
+    volatile = qubes_emulation.volume(rw=True, snap_on_start=False, save_on_stop=False, pool="ephemeral")
+    state["vms"]["disp1234"] = {"prefs": {}, "volumes": {"volatile": volatile}}
+    sandbox.qubes_state.write_text(json.dumps(state))
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status != 0
+    message = "\n".join(failed(clean))
+    assert "Storage pool is in use" in message and "qvm-volume list -p ephemeral" in message
+    assert "ephemeral" in sandbox.qubes("qvm-pool", "list").split()
+    record = sandbox.read("/etc/qubes-ephemeral/qubes-originals.json") or ""
+    assert "pool ephemeral on the scratch filesystem" in record, "kept, so that clean can be run again"
+    # Once the qube is gone, clean finishes.
+    state = json.loads(sandbox.qubes_state.read_text())
+    del state["vms"]["disp1234"]
+    sandbox.qubes_state.write_text(json.dumps(state))
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(clean)
+    assert "ephemeral" not in sandbox.qubes("qvm-pool", "list").split()
+
+
+def test_a_foreign_pool_with_our_name_is_left_alone(sandbox: Sandbox) -> None:  # noqa: F811
+    sandbox.set_pillar(own_pool_pillar().replace("pool: ephemeral", "pool: varlibqubes"))
+    before = sandbox.qubes("qvm-pool", "info", "varlibqubes")
+    sandbox.apply()
+    status, states = sandbox.apply(before=BOOTED)
+    assert status != 0
+    assert "a pool named varlibqubes already exists" in "\n".join(failed(states))
+    assert sandbox.qubes("qvm-pool", "info", "varlibqubes") == before
+    assert sandbox.qubes("qubes-prefs", "default_pool_volatile") == "vm-pool"

@@ -45,6 +45,11 @@ def test_shellcheck(tmp_path: Path) -> None:
             scripts.append(str(path))
     assert scripts, "the guard script is rendered"
     scripts += [str(p) for p in (ROOT / "scripts").iterdir() if p.is_file()] + [str(ROOT / ".ci/run")]
+    scripts += [str(ROOT / "packaging" / name) for name in ("build", "install.sh")]
     scripts += [str(p) for p in (ROOT / "tests/vm/jobs").glob("*.sh")]
+    scripts += [str(p) for p in (ROOT / "tests/vm/guest").glob("*.sh")]
     scripts += [str(ROOT / "tests/vm/recipe" / name) for name in ("build-image", "qe-agent")]
+    # What runs in the VM's initramfs (busybox sh or dash) and the dracut module.
+    vm = ROOT / "generator/qubes_ephemeral/vm"
+    scripts += [str(vm / "private-cow.sh"), *(str(p) for p in sorted((vm / "dracut").glob("*.sh")))]
     run("shellcheck", "-x", *scripts)

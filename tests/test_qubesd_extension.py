@@ -1,86 +1,129 @@
 """The qubesd extension, against a stand-in for the parts of qubesd it uses.
 
 tests/qubesd_standin follows qubes-core-admin's names and signatures: the
-Extension/handler API, domain-pre-start fired before storage starts, a
-disposable deriving its volumes and features from its disposable template.
-Proves: a disposable of a marked template starts with a read-only root and
-an ephemeral volatile volume; the template, and disposables of unmarked
-templates, are untouched.
+Extension/handler API, domain-pre-start fired before storage starts and the
+volumes are attached, a disposable deriving its volumes and features from
+its disposable template. Proves: a disposable of a marked template starts
+with a read-only root and an ephemeral volatile volume (and, with private
+cow, a read-only private volume); the template, and disposables of
+unmarked templates, are untouched; a dom0 kernel whose initramfs lacks the
+/rw copy-on-write stops the start; qubesd loading it leaves a stamp.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from initramfs_fixtures import make_initramfs
 
 STANDIN = Path(__file__).parent / "qubesd_standin"
+KERNEL = "6.6.48-1.qubes.fc37.x86_64"
 
 
 @pytest.fixture
-def qubes(monkeypatch: pytest.MonkeyPatch):
+def qubes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.syspath_prepend(str(STANDIN))
     for name in [m for m in sys.modules if m == "qubes" or m.startswith(("qubes.", "qubes_ephemeral.qubesd"))]:
         monkeypatch.delitem(sys.modules, name)
     vm = importlib.import_module("qubes.vm")
     dispvm = importlib.import_module("qubes.vm.dispvm")
     ext = importlib.import_module("qubes.ext")
+    exc = importlib.import_module("qubes.exc")
     monkeypatch.setattr(vm.BaseVM, "__handlers__", {})
     monkeypatch.setattr(ext.Extension, "_instances", {})
     extension = importlib.import_module("qubes_ephemeral.qubesd_extension")
+    kernels = tmp_path / "vm-kernels"
+    (kernels / KERNEL).mkdir(parents=True)
+    monkeypatch.setattr(extension.EphemeralDisposables, "stamp", tmp_path / "run" / "qubesd-extension.json")
+    monkeypatch.setattr(extension.EphemeralDisposables, "kernels_dir", kernels)
     extension.EphemeralDisposables()  # what qubesd does for each qubes.ext entry point
-    return vm, dispvm, extension
+    return SimpleNamespace(vm=vm, dispvm=dispvm, exc=exc, extension=extension, kernels=kernels, tmp=tmp_path)
 
 
-def make_template(vm, marked: bool):
+def make_template(vm, marked: bool, private: str | None = None):
     pool = vm.Pool("vm-pool", ephemeral_volatile=False)
-    fedora = vm.AppVM("fedora-41", pool=pool)
+    fedora = vm.AppVM("fedora-41", pool=pool, kernel=KERNEL)
     template = vm.AppVM("default-dvm", template=fedora, template_for_dispvms=True, pool=pool)
     if marked:
         template.features["qubes-ephemeral"] = True
+    if private:
+        template.features["qubes-ephemeral-private"] = private
     return template
 
 
+def test_loading_writes_the_stamp_the_formula_checks(qubes) -> None:
+    stamp = json.loads((qubes.tmp / "run" / "qubesd-extension.json").read_text())
+    assert stamp["version"] == importlib.import_module("qubes_ephemeral").__version__
+
+
 def test_disposable_of_a_marked_template_starts_forgetful(qubes) -> None:
-    vm, dispvm, _ = qubes
-    template = make_template(vm, marked=True)
-    disposable = dispvm.DispVM("disp1234", template)
+    template = make_template(qubes.vm, marked=True)
+    disposable = qubes.dispvm.DispVM("disp1234", template)
     assert disposable.volumes["root"].rw is True and disposable.volumes["volatile"].ephemeral is False
     disposable.start()
-    assert disposable.volumes["root"].rw is False
-    assert disposable.volumes["volatile"].ephemeral is True
-    assert disposable.volumes["private"].rw is True  # /rw: needs the copy-on-write patch, not done here
+    assert disposable.attached["root"] == {"readonly": True, "ephemeral": False}
+    assert disposable.attached["volatile"] == {"readonly": False, "ephemeral": True}
+    assert disposable.attached["private"]["readonly"] is False, "/rw only with private: cow"
     # The template itself stays as it was: it must keep working.
     assert template.volumes["root"].rw is True and template.volumes["volatile"].ephemeral is False
     template.start()
-    assert template.volumes["root"].rw is True
+    assert template.attached["root"]["readonly"] is False
+
+
+def test_private_cow_makes_the_private_volume_read_only_too(qubes) -> None:
+    (qubes.kernels / KERNEL / "initramfs").write_bytes(patched_initramfs(qubes.tmp))
+    template = make_template(qubes.vm, marked=True, private="cow")
+    disposable = qubes.dispvm.DispVM("disp77", template)
+    disposable.start()
+    assert disposable.attached["private"]["readonly"] is True
+    assert disposable.attached["root"]["readonly"] is True
+    assert disposable.attached["volatile"]["ephemeral"] is True
+    assert template.volumes["private"].rw is True, "the disposable template keeps a writable private volume"
+
+
+def test_private_cow_refuses_a_kernel_whose_initramfs_lacks_the_patch(qubes) -> None:
+    (qubes.kernels / KERNEL / "initramfs").write_bytes(make_initramfs())
+    disposable = qubes.dispvm.DispVM("disp78", make_template(qubes.vm, marked=True, private="cow"))
+    with pytest.raises(qubes.exc.QubesException, match="lacks the /rw copy-on-write"):
+        disposable.start()
+    assert disposable.attached is None, "the qube did not start"
+
+
+def test_private_cow_with_the_qubes_own_kernel_is_left_to_the_template(qubes) -> None:
+    template = make_template(qubes.vm, marked=True, private="cow")
+    template.template._kernel = ""  # the template boots its own kernel (its dracut module does the patch)
+    disposable = qubes.dispvm.DispVM("disp79", template)
+    disposable.start()
+    assert disposable.attached["private"]["readonly"] is True
 
 
 def test_feature_on_the_templates_template_counts(qubes) -> None:
-    vm, dispvm, _ = qubes
-    template = make_template(vm, marked=False)
+    template = make_template(qubes.vm, marked=False)
     template.template.features["qubes-ephemeral"] = "1"
-    disposable = dispvm.DispVM("disp1", template)
+    disposable = qubes.dispvm.DispVM("disp1", template)
     disposable.start()
-    assert disposable.volumes["root"].rw is False
+    assert disposable.attached["root"]["readonly"] is True
 
 
 def test_unmarked_templates_disposables_are_untouched(qubes) -> None:
-    vm, dispvm, _ = qubes
-    disposable = dispvm.DispVM("disp2", make_template(vm, marked=False))
+    template = make_template(qubes.vm, marked=False, private="cow")  # private alone switches nothing on
+    disposable = qubes.dispvm.DispVM("disp2", template)
     disposable.start()
-    assert disposable.volumes["root"].rw is True and disposable.volumes["volatile"].ephemeral is False
+    assert not any(volume["readonly"] for volume in disposable.attached.values())
+    assert disposable.attached["volatile"]["ephemeral"] is False
 
 
 def test_empty_feature_value_means_off(qubes) -> None:
-    vm, dispvm, _ = qubes
-    template = make_template(vm, marked=False)
+    template = make_template(qubes.vm, marked=False)
     template.features["qubes-ephemeral"] = False  # stored as '' by Features
-    disposable = dispvm.DispVM("disp3", template)
+    disposable = qubes.dispvm.DispVM("disp3", template)
     disposable.start()
-    assert disposable.volumes["root"].rw is True
+    assert disposable.attached["root"]["readonly"] is False
 
 
 def test_registered_as_a_qubes_ext_entry_point() -> None:
@@ -88,3 +131,12 @@ def test_registered_as_a_qubes_ext_entry_point() -> None:
 
     names = {ep.name: ep.value for ep in entry_points(group="qubes.ext")}
     assert names.get("qubes_ephemeral") == "qubes_ephemeral.qubesd_extension:EphemeralDisposables"
+
+
+def patched_initramfs(folder: Path) -> bytes:
+    from qubes_ephemeral import vm_initramfs
+
+    path = folder / "initramfs"
+    path.write_bytes(make_initramfs())
+    vm_initramfs.apply(path, b"# hook\n")
+    return path.read_bytes()

@@ -31,22 +31,27 @@ def _run(argv, missing_exit=None):
     return out["stdout"]
 
 
-def _read(get, key, missing_exit=None):
+def _read(get, key, missing_exit=None, listing=False):
+    """The value ``get`` prints: all of it, or the line for ``key``. With
+    ``listing`` (qubes-prefs with no argument), lines are KEY FLAG VALUE and
+    the flag "D" means left at its default: None, as for an absent value."""
     text = _run(get, missing_exit)
     if text is None:
         return None
     if key is None:
         return text.strip()
     for line in text.splitlines():
-        fields = line.split(None, 1)
+        fields = line.split(None, 2 if listing else 1)
         if fields and fields[0] == key:
+            if listing:
+                return None if fields[1:2] == ["D"] else (fields[2].strip() if len(fields) > 2 else "")
             return fields[1].strip() if len(fields) > 1 else ""
     # Qubes prints no line for an option left at its default.
     return None
 
 
-def _current(get, key, missing_exit, default):
-    value = _read(get, key, missing_exit)
+def _current(get, key, missing_exit, default, listing=False):
+    value = _read(get, key, missing_exit, listing)
     return default if value is None else value
 
 
@@ -72,6 +77,16 @@ def _save(record, data):
     os.replace(record + ".tmp", record)
 
 
+def _remember(record, name, entry):
+    """Record the value replaced, once (the first replaced value is the
+    original), numbered so that clean undoes changes in reverse order."""
+    originals = _load(record)
+    if name not in originals:
+        entry["order"] = 1 + max([e.get("order", 0) for e in originals.values()] or [0])
+        originals[name] = entry
+        _save(record, originals)
+
+
 def _fill(argv, value):
     return [part.replace("{value}", value) for part in argv]
 
@@ -91,14 +106,16 @@ def required(name, get, value, hint="", key=None):
     return ret
 
 
-def set_(name, get, set, value, record, key=None, default=None, unset=None, missing_exit=None):  # noqa: A002
+def set_(name, get, set, value, record, key=None, default=None, unset=None, missing_exit=None, listing=False):  # noqa: A002
     """Make ``get`` read ``value``; record the value replaced first. ``default``:
     what an absent key means (Qubes omits options left at their default).
-    ``unset``/``missing_exit``: for settings that can be absent (features):
-    the command that removes one, and the exit code of ``get`` when absent."""
+    ``unset``/``missing_exit``: for settings that can be absent (features,
+    preferences at their default): the command that removes one, and the
+    exit code of ``get`` when absent; ``value`` None means absent.
+    ``listing``: see ``_read``."""
     ret = _ret(name)
     try:
-        current = _current(get, key, missing_exit, default)
+        current = _current(get, key, missing_exit, default, listing)
         if current == value:
             ret["comment"] = "{} is already {}".format(name, value)
             return ret
@@ -106,17 +123,88 @@ def set_(name, get, set, value, record, key=None, default=None, unset=None, miss
         if __opts__["test"]:
             ret.update(result=None, comment="{} would be set to {}".format(name, value))
             return ret
-        originals = _load(record)
-        originals.setdefault(name, {"value": current, "set": set, "unset": unset})
-        _save(record, originals)
-        _run(_fill(set, value))
-        now = _current(get, key, missing_exit, default)
+        _remember(record, name, {"value": current, "set": set, "unset": unset})
+        _run(unset if value is None else _fill(set, value))
+        now = _current(get, key, missing_exit, default, listing)
         if now != value:
             raise RuntimeError("{} still reads {} after setting it".format(name, now))
     except RuntimeError as error:
         ret.update(result=False, changes={}, comment=str(error))
         return ret
     ret["comment"] = "{} set to {}".format(name, value)
+    return ret
+
+
+def extension_loaded(name, stamp, mandatory, hint):
+    """The qubesd extension is loaded: qubesd wrote ``stamp`` when it loaded
+    it (since the last boot: the stamp lives under /run). When it is not,
+    fail if ``mandatory``, else pass with a warning."""
+    ret = _ret(name)
+    try:
+        with open(stamp) as handle:
+            loaded = json.load(handle)
+        ret["comment"] = "the qubesd extension qubes-ephemeral {} is loaded".format(loaded.get("version", "?"))
+        return ret
+    except (OSError, ValueError):
+        pass
+    message = "the qubes-ephemeral qubesd extension is not loaded ({} is missing)".format(stamp)
+    if mandatory:
+        ret.update(result=False, comment="{}: private: cow needs it; {}".format(message, hint))
+    else:
+        ret["comment"] = "{}. Root read-only holds on R4.3; on R4.2 qubesd forgets it at its next restart. {}".format(
+            message, hint
+        )
+        ret["warnings"] = [ret["comment"]]
+    return ret
+
+
+def _pool_info(get):
+    """``qvm-pool info`` as a dict, or None for a pool that does not exist."""
+    out = __salt__["cmd.run_all"](get, python_shell=False, ignore_retcode=True)
+    if out["retcode"] == 2 and "No such pools" in out["stderr"]:
+        return None
+    if out["retcode"] != 0:
+        raise RuntimeError("{} failed (exit {}): {}".format(" ".join(get), out["retcode"], out["stderr"].strip()))
+    return dict((line.split(None, 1) + [""])[:2] for line in out["stdout"].splitlines() if line.strip())
+
+
+def pool_present(name, pool, driver, dir_path, mountpoint, layout_unit, get, add, remove, record):
+    """The pool on the scratch filesystem exists, with our driver and dir_path.
+
+    A pool of that name that is not ours is never touched. The pool is added
+    only while the scratch filesystem is mounted and laid out: its setup
+    makes directories, which must not land on the bare mount point.
+    """
+    ret = _ret(name)
+    try:
+        info = _pool_info(get)
+        if info is not None:
+            if (info.get("driver"), info.get("dir_path")) != (driver, dir_path):
+                raise RuntimeError(
+                    "a pool named {} already exists (driver {}, dir_path {}) and is not the one the pillar "
+                    "describes; pick another name for qubes.pool".format(pool, info.get("driver"), info.get("dir_path"))
+                )
+            ret["comment"] = "pool {} is present".format(pool)
+            return ret
+        ret["changes"] = {"old": None, "new": "{} {}".format(driver, dir_path)}
+        if __opts__["test"]:
+            ret.update(result=None, comment="pool {} would be added".format(pool))
+            return ret
+        if not os.path.ismount(mountpoint) or not os.path.isdir(dir_path):
+            raise RuntimeError(
+                "pool {} can only be added while the scratch filesystem is mounted on {} and laid out "
+                "({} missing); reboot (or use activate: now) and apply again".format(pool, mountpoint, dir_path)
+            )
+        _remember(record, name, {"value": None, "set": add, "unset": remove,
+                                 "hint": "remove the qubes that use pool {} (qvm-volume list -p {}), "
+                                         "then run ephemeral.clean again".format(pool, pool)})  # fmt: skip
+        _run(add)
+        if _pool_info(get) is None:
+            raise RuntimeError("pool {} is still missing after adding it".format(pool))
+    except RuntimeError as error:
+        ret.update(result=False, changes={}, comment=str(error))
+        return ret
+    ret["comment"] = "pool {} added ({}, {}; layout by {})".format(pool, driver, dir_path, layout_unit)
     return ret
 
 
@@ -137,7 +225,8 @@ def restored(name, record):
         else:
             _run(_fill(entry["set"], entry["value"]))
     except RuntimeError as error:
-        ret.update(result=False, comment=str(error))
+        hint = entry.get("hint")
+        ret.update(result=False, comment="{}; {}".format(error, hint) if hint else str(error))
         return ret
     del originals[name]
     _save(record, originals)

@@ -22,6 +22,18 @@ ephemeral-activate-scratch-mount:
     - unless: mountpoint -q {{ scratch.mountpoint }}
     - require:
       - cmd: ephemeral-activate-scratch-check
+{%-   if scratch.layout_unit %}
+
+ephemeral-activate-scratch-layout:
+  cmd.run:
+    # The log and pool directories on the fresh filesystem. The log bind
+    # mounts themselves wait for the next boot: running services keep
+    # writing to the files they hold open.
+    - name: {{ tools.systemctl }} start '{{ scratch.layout_unit }}'
+    - unless: {{ tools.systemctl }} is-active --quiet '{{ scratch.layout_unit }}'
+    - require:
+      - cmd: ephemeral-activate-scratch-mount
+{%-   endif %}
 {%-   if plan.swap is defined %}
 {%-     set swap = plan.swap %}
 

@@ -7,13 +7,28 @@
     (even for templates or pools no longer in the pillar). #}
 {%- set record = manifest.qubes_record %}
 {%- if salt['file.file_exists'](record) %}
-{%-   for what in (salt['file.read'](record) | load_json) %}
+{#-   Newest change first: e.g. default_pool_volatile back before our pool goes. #}
+{%-   for what, entry in (salt['file.read'](record) | load_json).items() | sort(attribute='1.order', reverse=True) %}
 ephemeral-clean-qubes-{{ loop.index }}:
   ephemeral_qubes.restored:
     - name: {{ what | json }}
     - record: {{ record | json }}
 {%-   endfor %}
 {%- endif %}
+
+{#- After the Qubes settings (no disposable is made read-only any more):
+    stop watching for kernels, then give every VM kernel its original
+    initramfs (even when the pillar no longer asks for the patch). #}
+{%- set cow = manifest.private_cow_cleanup %}
+ephemeral-clean-vm-kernels-watch:
+  cmd.run:
+    - name: {{ tools.systemctl }} stop '{{ cow.path_unit }}'
+    - onlyif: test -e '/etc/systemd/system/{{ cow.path_unit }}' && {{ tools.systemctl }} is-active --quiet '{{ cow.path_unit }}'
+
+ephemeral-clean-vm-kernels:
+  cmd.run:
+    - name: {{ cow.tool }} revert
+    - onlyif: {{ ('test -x ' ~ cow.tool ~ ' && ' ~ cow.tool ~ " status | grep -q ': patched$'") | json }}
 
 {%- if plan.swap is defined %}
 ephemeral-clean-swap-off:

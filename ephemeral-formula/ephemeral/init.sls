@@ -6,4 +6,5 @@ include:
   - ephemeral.units
   - ephemeral.reload
   - ephemeral.activate
+  - ephemeral.vm_kernels
   - ephemeral.qubes

@@ -6,7 +6,7 @@ derived: the formula applies artifacts and derives nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from . import __version__
 
@@ -14,6 +14,10 @@ MARKER_START = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pilla
 MARKER_END = "# END qubes-ephemeral"
 # Where the formula records the Qubes values it replaced, for an exact revert.
 QUBES_RECORD = "/etc/qubes-ephemeral/qubes-originals.json"
+# What clean needs to undo patches.dispvm_private_cow even when the pillar no
+# longer asks for it: the tool that reverts VM kernels' initramfs, its path unit.
+VM_INITRAMFS_TOOL = "/usr/local/libexec/qubes-ephemeral/vm-initramfs"
+VM_KERNELS_PATH_UNIT = "qubes-ephemeral-vm-kernels.path"
 # Prefix of a persistent swap line that the description took over.
 REPLACED_PREFIX = "#qubes-ephemeral-replaced# "
 
@@ -90,7 +94,8 @@ class Manifest:
     activation: dict[str, object]
     # Qubes storage settings (render_qubes.plan); None without a qubes: section.
     qubes: dict[str, object] | None = None
-    patches: tuple[object, ...] = field(default=())
+    # patches.dispvm_private_cow in dom0 (render_private_cow.plan); None when off.
+    private_cow: dict[str, object] | None = None
 
     def as_dict(self, with_content: bool = True) -> dict[str, object]:
         return {
@@ -102,7 +107,8 @@ class Manifest:
             "daemon_reload_when_changed": [a.id for a in self.artifacts if a.target.startswith(SYSTEMD_DIRS)],
             "qubes": self.qubes,
             "qubes_record": QUBES_RECORD,
-            "patches": list(self.patches),
+            "private_cow": self.private_cow,
+            "private_cow_cleanup": {"tool": VM_INITRAMFS_TOOL, "path_unit": VM_KERNELS_PATH_UNIT},
         }
 
 

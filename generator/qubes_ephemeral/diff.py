@@ -6,6 +6,7 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from . import textedit
 from .artifacts import Artifact, Block, CommentOut, Directory, File, Manifest, Symlink
@@ -31,15 +32,34 @@ class Change:
         return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_bytes().decode("utf-8", "surrogateescape")
-    except FileNotFoundError:
-        return None
+class Files(Protocol):
+    """Where the live files are read from (the audit reads through its Host)."""
+
+    def read(self, path: str) -> str | None: ...
+    def readlink(self, path: str) -> str | None: ...
+    def is_dir(self, path: str) -> bool: ...
 
 
-def _under(root: Path, target: str) -> Path:
-    return root / target.lstrip("/")
+class UnderRoot:
+    """The files under a root directory (the diff command's --root)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, target: str) -> Path:
+        return self.root / target.lstrip("/")
+
+    def read(self, path: str) -> str | None:
+        try:
+            return self._path(path).read_bytes().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return None
+
+    def readlink(self, path: str) -> str | None:
+        return os.readlink(self._path(path)) if self._path(path).is_symlink() else None
+
+    def is_dir(self, path: str) -> bool:
+        return self._path(path).is_dir()
 
 
 def _edit(text: str, artifact: Artifact) -> str:
@@ -50,22 +70,24 @@ def _edit(text: str, artifact: Artifact) -> str:
     raise TypeError(artifact)
 
 
-def plan(manifest: Manifest, root: Path) -> list[Change]:
-    """One Change per target, in manifest order. Raises ValueError on damaged markers."""
+def plan(manifest: Manifest, root: Path | Files) -> list[Change]:
+    """One Change per target, in manifest order. Raises ValueError on damaged
+    markers, PermissionError on a file that cannot be read."""
+    files = UnderRoot(root) if isinstance(root, Path) else root
     changes: dict[str, Change] = {}
     for artifact in manifest.artifacts:
-        path = _under(root, artifact.target)
+        target = artifact.target
         if isinstance(artifact, Block | CommentOut):
-            previous = changes.get(artifact.target)
-            before = previous.before if previous else _read(path)
+            previous = changes.get(target)
+            before = previous.before if previous else files.read(target)
             current = previous.after if previous else (before or "")
-            changes[artifact.target] = Change(artifact.target, before, _edit(current, artifact))
+            changes[target] = Change(target, before, _edit(current, artifact))
         elif isinstance(artifact, File):
-            changes[artifact.target] = Change(artifact.target, _read(path), artifact.content)
+            changes[target] = Change(target, files.read(target), artifact.content)
         elif isinstance(artifact, Symlink):
-            before = f"symlink to {os.readlink(path)}\n" if path.is_symlink() else None
-            changes[artifact.target] = Change(artifact.target, before, f"symlink to {artifact.link_to}\n")
+            link = files.readlink(target)
+            changes[target] = Change(target, None if link is None else f"symlink to {link}\n",
+                                     f"symlink to {artifact.link_to}\n")  # fmt: skip
         elif isinstance(artifact, Directory):
-            before = "directory\n" if path.is_dir() else None
-            changes[artifact.target] = Change(artifact.target, before, "directory\n")
+            changes[target] = Change(target, "directory\n" if files.is_dir(target) else None, "directory\n")
     return list(changes.values())

@@ -44,13 +44,27 @@ class Swap(Crypt):
 @dataclass(frozen=True)
 class DisposableTemplate:
     name: str
-    private: str  # "persistent"; "cow" once the private copy-on-write patch exists
+    private: str  # "persistent" or "cow" (needs Patches.dispvm_private_cow)
 
 
 @dataclass(frozen=True)
 class Qubes:
     ephemeral_volatile_pools: tuple[str, ...] | str  # "default": the installation's default pools
     disposable_templates: tuple[DisposableTemplate, ...]
+    pool: str | None = None  # a pool on the scratch filesystem
+    default_pool_volatile: bool = False
+
+
+@dataclass(frozen=True)
+class Traces:
+    paths: tuple[str, ...]
+    writers: tuple[str, ...]
+    journald: str  # "unchanged" or "volatile"
+
+
+@dataclass(frozen=True)
+class Patches:
+    dispvm_private_cow: bool
 
 
 @dataclass(frozen=True)
@@ -59,3 +73,5 @@ class Description:
     swap: Swap | None
     activate: str
     qubes: Qubes | None = None
+    traces: Traces | None = None
+    patches: Patches | None = None

@@ -22,6 +22,12 @@ def qube_name(value: object) -> str:
     return value
 
 
+def pool_name(value: object) -> str:
+    if not isinstance(value, str) or not POOL_NAME.fullmatch(value) or value == DEFAULT_POOLS:
+        raise Invalid(f"{value!r} is not a pool name", "letters, digits, '_', '.', '-'; e.g. ephemeral")
+    return value
+
+
 def pools(value: object) -> tuple[str, ...] | str:
     """'default' (the installation's default pools, found at apply time) or a list of names."""
     if value == DEFAULT_POOLS:
@@ -30,8 +36,10 @@ def pools(value: object) -> tuple[str, ...] | str:
         raise Invalid(f"expected 'default' or a list of pool names, got {kind_of(value)} {value!r}",
                       "write default, or e.g. [vm-pool]")  # fmt: skip
     for index, item in enumerate(value):
-        if not isinstance(item, str) or not POOL_NAME.fullmatch(item):
-            raise Invalid(f"item {index} ({item!r}) is not a pool name", "as listed by qvm-pool list")
+        try:
+            pool_name(item)
+        except Invalid as error:
+            raise Invalid(f"item {index}: {error.message}", "as listed by qvm-pool list") from None
     if len(set(value)) != len(value):
         raise Invalid("a pool is listed twice", "list each pool once")
     return tuple(value)
@@ -58,11 +66,8 @@ def disposable_templates(value: object) -> tuple[DisposableTemplate, ...]:
             raise Invalid(f"{name}: unknown option {unknown[0]!r}", "the only option is private")
         private = options.get("private", "persistent")
         if private not in PRIVATE_CHOICES:
-            raise Invalid(f"{name}: private {private!r} is not one of {', '.join(PRIVATE_CHOICES)}", "use persistent")
-        if private == "cow":
             raise Invalid(
-                f"{name}: private: cow needs the private copy-on-write patch, which this version does not ship yet",
-                "use private: persistent (/rw of these disposables still persists under the disk key)",
+                f"{name}: private {private!r} is not one of {', '.join(PRIVATE_CHOICES)}", "use persistent or cow"
             )
         templates.append(DisposableTemplate(str(name), str(private)))
     return tuple(templates)

@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import posixpath
 import re
-from pathlib import Path
 
-import jinja2
-
-from . import naming, render_qubes
+from . import naming, render_layout, render_private_cow, render_qubes
 from .artifacts import REPLACED_PREFIX, Artifact, Block, CommentOut, Directory, File, Manifest, Symlink
 from .model import Crypt, Description, Scratch, Swap
+from .templating import render_template as _template
 
 UNIT_DIR = "/etc/systemd/system"
 GUARD_PATH = "/usr/local/libexec/qubes-ephemeral/refuse-data"
 FORMAT_UNIT = "qubes-ephemeral-format.service"
 PROTECT_UNIT = "qubes-ephemeral-protect.service"
 DROPIN = "50-qubes-ephemeral.conf"
-
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,  # systemd units and shell, not HTML
-)
-
-
-def _template(name: str, **context: object) -> str:
-    return _templates.get_template(name).render(**context)
 
 
 def crypt_options(crypt: Crypt) -> str:
@@ -71,7 +56,8 @@ def mkfs_command(scratch: Scratch) -> str:
     device = naming.mapping(scratch.name)
     if scratch.fs == "xfs":
         # -K: no discard pass over the whole device at every boot.
-        return f"/usr/sbin/mkfs.xfs -q -f -K {device}"
+        # reflink=1: a file-reflink Qubes pool needs it (the default of recent xfsprogs).
+        return f"/usr/sbin/mkfs.xfs -q -f -K -m reflink=1 {device}"
     # No journal to zero, inode tables initialised lazily, no discard pass:
     # the crypttab tmp= option (systemd-makefs) is slow because it does all three.
     features = "has_journal" if scratch.journal else "^has_journal"
@@ -98,7 +84,8 @@ def _guard(crypt: Crypt, role: str) -> list[Artifact]:
     ]
 
 
-def scratch_units(scratch: Scratch) -> list[Artifact]:
+def scratch_units(description: Description) -> list[Artifact]:
+    scratch = description.scratch
     mount_unit = naming.mount_unit(scratch.mountpoint)
     context = {
         "scratch": scratch,
@@ -118,10 +105,10 @@ def scratch_units(scratch: Scratch) -> list[Artifact]:
                 f"{UNIT_DIR}/{PROTECT_UNIT}"),
         Directory("mountpoint", scratch.mountpoint, "bare mount point, immutable while unmounted", immutable=True),
     ]  # fmt: skip
-    for consumer in scratch.consumers:
+    for consumer, ready in render_layout.ready_units(description).items():
         artifacts.append(
-            File(f"consumer-{consumer}", f"{UNIT_DIR}/{consumer}.d/{DROPIN}", f"start {consumer} after the mount",
-                 _template("consumer.conf.j2", mount_unit=mount_unit))
+            File(f"consumer-{consumer}", f"{UNIT_DIR}/{consumer}.d/{DROPIN}", f"start {consumer} after {', '.join(ready)}",
+                 _template("consumer.conf.j2", ready=ready))
         )  # fmt: skip
     return artifacts
 
@@ -147,6 +134,7 @@ def activation(description: Description) -> dict[str, object]:
             "mapping": naming.mapping(scratch.name),
             "mount_unit": naming.mount_unit(scratch.mountpoint),
             "mountpoint": scratch.mountpoint,
+            "layout_unit": render_layout.LAYOUT_UNIT if render_layout.layout_needed(description) else None,
         },
     }
     if description.swap:
@@ -176,6 +164,8 @@ def render(description: Description) -> Manifest:
         artifacts.append(File("guard-script", GUARD_PATH, "probe a device for data before keying it",
                               _template("refuse-data.sh.j2"), mode="0755"))  # fmt: skip
     artifacts += guards
-    artifacts += scratch_units(description.scratch)
-    qubes = render_qubes.plan(description.qubes) if description.qubes else None
-    return Manifest(description.activate, tuple(artifacts), activation(description), qubes=qubes)
+    artifacts += scratch_units(description)
+    artifacts += render_layout.artifacts(description)
+    artifacts += render_private_cow.artifacts(description)
+    return Manifest(description.activate, tuple(artifacts), activation(description),
+                    qubes=render_qubes.plan(description), private_cow=render_private_cow.plan(description))  # fmt: skip

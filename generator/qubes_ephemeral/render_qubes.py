@@ -8,9 +8,10 @@ records the value it replaced and restores it on clean.
 
 from __future__ import annotations
 
+from . import render_layout
 from .artifacts import QUBES_RECORD
-from .model import Qubes
-from .qubesd_extension_feature import FEATURE
+from .model import Description, Qubes
+from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE
 
 # qubes-prefs properties naming "the installation's default pools".
 DEFAULT_POOL_PREFS = ("default_pool", "default_pool_volatile")
@@ -27,7 +28,60 @@ def _volume(vm: str, volume: str, prop: str, value: str) -> dict[str, object]:
     }
 
 
-def plan(qubes: Qubes) -> dict[str, object]:
+def _feature(vm: str, feature: str, value: str | None) -> dict[str, object]:
+    """A qube feature; value None: the feature must not be set."""
+    return {
+        "id": f"feature-{vm}-{feature}",
+        "what": f"{vm} feature {feature}",
+        "get": ["qvm-features", "--", vm, feature],
+        "missing_exit": 1,  # qvm-features exits 1, silently, for a feature not set
+        "set": ["qvm-features", "--", vm, feature, "{value}"],
+        "unset": ["qvm-features", "--unset", "--", vm, feature],
+        "value": value,
+    }
+
+
+def _own_pool(description: Description, qubes: Qubes) -> dict[str, object] | None:
+    """The pool on the scratch filesystem: added once (Qubes keeps it in
+    qubes.xml), its directory re-made at every boot by the layout unit."""
+    if qubes.pool is None:
+        return None
+    dir_path = render_layout.pool_dir(description)
+    driver = render_layout.pool_driver(description)
+    return {
+        "id": f"own-pool-{qubes.pool}",
+        "what": f"pool {qubes.pool} on the scratch filesystem",
+        "pool": qubes.pool,
+        "driver": driver,
+        "dir_path": dir_path,
+        "mountpoint": description.scratch.mountpoint,
+        "layout_unit": render_layout.LAYOUT_UNIT,
+        "get": ["qvm-pool", "info", qubes.pool],
+        "add": ["qvm-pool", "add", qubes.pool, driver, "-o", f"dir_path={dir_path}"],
+        "remove": ["qvm-pool", "remove", qubes.pool],
+    }
+
+
+def _default_pool_volatile(pool: str) -> dict[str, object]:
+    # Read from the full listing, where "D" marks a value left at its default,
+    # so that clean can put it back as a default, not as a copy of its value.
+    return {
+        "id": "prefs-default_pool_volatile",
+        "what": "qubes-prefs default_pool_volatile",
+        "get": ["qubes-prefs"],
+        "key": "default_pool_volatile",
+        "listing": True,
+        "set": ["qubes-prefs", "--", "default_pool_volatile", "{value}"],
+        "unset": ["qubes-prefs", "--default", "--", "default_pool_volatile"],
+        "value": pool,
+        "after_own_pool": True,
+    }
+
+
+def plan(description: Description) -> dict[str, object] | None:
+    qubes = description.qubes
+    if qubes is None:
+        return None
     checks = [
         {
             "id": f"is-disposable-template-{t.name}",
@@ -41,29 +95,31 @@ def plan(qubes: Qubes) -> dict[str, object]:
     volumes: list[dict[str, object]] = []
     for template in qubes.disposable_templates:
         # Switches on the qubesd extension (qubesd_extension.py) for its disposables.
-        volumes.append(
-            {
-                "id": f"feature-{template.name}-{FEATURE}",
-                "what": f"{template.name} feature {FEATURE}",
-                "get": ["qvm-features", "--", template.name, FEATURE],
-                "missing_exit": 1,  # qvm-features exits 1, silently, for a feature not set
-                "set": ["qvm-features", "--", template.name, FEATURE, "{value}"],
-                "unset": ["qvm-features", "--unset", "--", template.name, FEATURE],
-                "value": "1",
-            }
-        )
+        volumes.append(_feature(template.name, FEATURE, "1"))
+        # With cow, the extension makes their private volume read-only too; without,
+        # the feature must be absent (it may be left from an earlier pillar).
+        private = _feature(template.name, PRIVATE_FEATURE, PRIVATE_COW if template.private == "cow" else None)
+        private["needs_extension"] = private["needs_private_cow"] = template.private == "cow"
+        volumes.append(private)
         # Root read-only: the disposable's root writes go to a copy-on-write
         # layer on the volatile volume, which is keyed per start.
         volumes.append(_volume(template.name, "root", "rw", "False"))
         volumes.append(_volume(template.name, "volatile", "ephemeral", "True"))
+    own_pool = _own_pool(description, qubes)
+    if own_pool and qubes.default_pool_volatile:
+        volumes.append(_default_pool_volatile(str(qubes.pool)))
     pools = qubes.ephemeral_volatile_pools
     return {
         "record": QUBES_RECORD,
+        "own_pool": own_pool,
         "pools": {
             "names": list(pools) if isinstance(pools, tuple) else None,
             "default_from_prefs": [["qubes-prefs", "--", name] for name in DEFAULT_POOL_PREFS]
             if isinstance(pools, str)
             else [],
+            # Already keyed at boot; and once it is the default, "default" must
+            # not pick it up on the next apply.
+            "default_excludes": [qubes.pool] if qubes.pool else [],
             "setting": {
                 "id": "pool-{pool}-ephemeral_volatile",
                 "what": "pool {pool} ephemeral_volatile",
@@ -75,4 +131,15 @@ def plan(qubes: Qubes) -> dict[str, object]:
         },
         "checks": checks,
         "settings": volumes,
+        # The qubesd extension leaves this file when qubesd loads it. Without it,
+        # private: cow cannot work (the formula fails); root rw False still
+        # holds on R4.3, but on R4.2 only until qubesd restarts (a warning).
+        "extension": {
+            "stamp": LOADED_STAMP,
+            "required": any(t.private == "cow" for t in qubes.disposable_templates),
+            "hint": "install the qubes-ephemeral package in dom0 (README: Install in dom0), then restart qubesd: "
+            "systemctl restart qubesd",
+        }
+        if qubes.disposable_templates
+        else None,
     }

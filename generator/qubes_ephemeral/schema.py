@@ -167,19 +167,79 @@ QUBES = Section(
             "(qvm-volume config NAME:root rw False) and that volume is ephemeral (NAME:volatile ephemeral True).",
             qubes_values.disposable_templates,
         ),
+        Setting(
+            "pool",
+            "pool name or null",
+            None,
+            "A Qubes storage pool of this name on the scratch filesystem (driver file on ext4, file-reflink on "
+            "xfs), for volumes that must not outlive the boot; its directory is re-made at every boot before "
+            "qubesd starts. null: no pool.",
+            values.optional(qubes_values.pool_name),
+        ),
+        Setting(
+            "default_pool_volatile",
+            "boolean",
+            False,
+            "Make that pool the default for the volatile volumes of qubes created from now on "
+            "(qubes-prefs default_pool_volatile).",
+            values.boolean,
+        ),
     ),
 )
 
-SECTIONS = (SCRATCH, SWAP, QUBES)
+TRACES = Section(
+    "traces",
+    False,
+    "dom0 logs about disposables kept on the scratch filesystem, so they are gone after a reboot "
+    "(optional; leave out to keep dom0 logs as they are).",
+    (
+        Setting(
+            "paths",
+            "list of directories under /var/log",
+            ("/var/log/qubes", "/var/log/libvirt/libxl", "/var/log/xen/console"),
+            "Log directories bind-mounted from the scratch filesystem at every boot.",
+            values.trace_paths,
+        ),
+        Setting(
+            "writers",
+            "list of unit names",
+            ("qubesd.service", "libvirtd.service", "xenconsoled.service"),
+            "Services that write those logs; they start only after the bind mounts.",
+            values.units,
+        ),
+        Setting(
+            "journald",
+            "unchanged or volatile",
+            "unchanged",
+            "volatile: the systemd journal lives in memory only (Storage=volatile) and is lost at shutdown.",
+            values.choice("unchanged", "volatile"),
+        ),
+    ),
+)
+
+PATCHES = Section(
+    "patches",
+    False,
+    "Opt-in changes to how Qubes starts disposables (optional).",
+    (
+        Setting(
+            "dispvm_private_cow",
+            "boolean",
+            False,
+            "Disposables of templates with private: cow get a read-only private volume; the VM initramfs puts "
+            "/rw on a copy-on-write layer on the ephemeral volatile volume.",
+            values.boolean,
+        ),
+    ),
+)
+
+SECTIONS = (SCRATCH, SWAP, QUBES, TRACES, PATCHES)
 
 TOP = (
     Setting("activate", "boot or now", "boot",
             "boot: write configuration, effective at next boot. now: also open, format and mount now.",
             values.choice("boot", "now")),
 )  # fmt: skip
-
-# Sections defined by later versions of the schema; refused until then.
-RESERVED = ("traces", "patches")
 
 
 def all_keys() -> list[tuple[str, Setting]]:

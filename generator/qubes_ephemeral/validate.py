@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 from . import values
 from .devices import Device
-from .model import Description, Qubes, Scratch, Swap
+from .model import Description, DisposableTemplate, Patches, Qubes, Scratch, Swap, Traces
 from .problems import DescriptionError, Invalid, Problem
-from .schema import QUBES, RESERVED, SCRATCH, SECTIONS, SWAP, TOP, Section, Setting
+from .schema import PATCHES, QUBES, SCRATCH, SECTIONS, SWAP, TOP, TRACES, Section, Setting
 from .source import ROOT, Path, Source
 
 
@@ -122,6 +122,21 @@ def _check_own_mappings(collector: _Collector, sections: dict[str, dict[str, obj
             )
 
 
+def _check_qubes(collector: _Collector, qubes: dict[str, object], patches: dict[str, object] | None) -> None:
+    if qubes.get("default_pool_volatile") is True and qubes.get("pool") is None:
+        collector.add((ROOT, "qubes", "default_pool_volatile"), "there is no pool to make the default",
+                      "name one in qubes.pool, or set this to false")  # fmt: skip
+    templates = qubes.get("disposable_templates")
+    patched = patches is not None and patches.get("dispvm_private_cow") is True
+    for template in templates if isinstance(templates, tuple) else ():
+        if isinstance(template, DisposableTemplate) and template.private == "cow" and not patched:
+            collector.add(
+                (ROOT, "qubes", "disposable_templates", template.name, "private"),
+                "private: cow needs the private copy-on-write patch, which is off",
+                "set patches.dispvm_private_cow: true (see the README first), or use private: persistent",
+            )
+
+
 def validate(source: Source) -> Description:
     """Validate a loaded description; raise DescriptionError with every problem."""
     collector = _Collector(source)
@@ -141,15 +156,14 @@ def validate(source: Source) -> Description:
 
     known = [s.key for s in SECTIONS] + [s.key for s in TOP]
     for key in root:
-        if str(key) in RESERVED:
-            collector.add((ROOT, str(key)), f"section '{key}' is reserved for a later schema version",
-                          "remove it; this version does not apply it yet")  # fmt: skip
-        elif str(key) not in known:
+        if str(key) not in known:
             collector.unknown((ROOT, str(key)), known)
     top = _parse_settings(collector, {k: v for k, v in root.items() if k in {s.key for s in TOP}}, TOP, (ROOT,))
     scratch = _section(collector, root, SCRATCH)
     swap = _section(collector, root, SWAP)
     qubes = _section(collector, root, QUBES)
+    traces = _section(collector, root, TRACES)
+    patches = _section(collector, root, PATCHES)
     if scratch is not None:
         _check_scratch(collector, scratch)
     if swap is not None:
@@ -158,6 +172,8 @@ def validate(source: Source) -> Description:
         _check_pair(collector, scratch, swap)
     sections = {key: parsed for key, parsed in (("scratch", scratch), ("swap", swap)) if parsed is not None}
     _check_own_mappings(collector, sections)
+    if qubes is not None:
+        _check_qubes(collector, qubes, patches)
     if collector.problems or scratch is None:
         raise DescriptionError(collector.problems)
     return Description(
@@ -165,4 +181,6 @@ def validate(source: Source) -> Description:
         swap=Swap(**swap) if swap is not None else None,  # type: ignore[arg-type]
         activate=str(top["activate"]),
         qubes=Qubes(**qubes) if qubes is not None else None,  # type: ignore[arg-type]
+        traces=Traces(**traces) if traces is not None else None,  # type: ignore[arg-type]
+        patches=Patches(**patches) if patches is not None else None,  # type: ignore[arg-type]
     )

@@ -122,6 +122,30 @@ def mountpoint(value: object) -> str:
     return path
 
 
+# Trace paths are bind-mounted from the scratch filesystem, hiding what the
+# directory held; only log trees qualify.
+TRACE_TREE = "/var/log"
+
+
+def trace_paths(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise Invalid(f"expected a list of log directories, got {kind_of(value)}", "write e.g. [/var/log/qubes]")
+    paths: list[str] = []
+    for index, item in enumerate(value):
+        path = string(item)
+        if not path.startswith(TRACE_TREE + "/"):
+            raise Invalid(f"item {index} ({path!r}) is not inside {TRACE_TREE}",
+                          "only log directories can be kept on the scratch filesystem")  # fmt: skip
+        check_path_chars(path)
+        if posixpath.normpath(path) != path:
+            raise Invalid(f"item {index} ({path!r}) is not normalised", f"write {posixpath.normpath(path)!r}")
+        for other in paths:
+            if path == other or path.startswith(other + "/") or other.startswith(path + "/"):
+                raise Invalid(f"item {index} ({path!r}) overlaps {other!r}", "list each directory once, no nesting")
+        paths.append(path)
+    return tuple(paths)
+
+
 CIPHER = re.compile(r"(?P<block>[a-z0-9]+)-(?P<mode>[a-z0-9]+)-(?P<iv>[a-z0-9:]+)")
 BLOCK_CIPHERS = ("aes", "serpent", "twofish")
 IV_BY_MODE = {"xts": ("plain64", "plain64be"), "cbc": ("essiv:sha256",)}

@@ -30,7 +30,8 @@ def app_volumes() -> dict[str, dict[str, object]]:
 def dom0_like_state() -> dict[str, object]:
     """A fresh R4.2 install: LVM thin pool vm-pool as default, two disposable templates, an AppVM."""
     return {
-        "prefs": {"default_pool": "vm-pool", "default_pool_volatile": "vm-pool", "default_dispvm": "default-dvm"},
+        # default_pool_volatile not set: it follows default_pool.
+        "prefs": {"default_pool": "vm-pool", "default_dispvm": "default-dvm"},
         "pools": {
             "vm-pool": {
                 "name": "vm-pool",

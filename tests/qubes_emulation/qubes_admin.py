@@ -6,11 +6,13 @@ states are run against this stand-in instead. It follows upstream's command
 lines, property names, validation rules, outputs and exit codes for the
 subset used, as read in:
 
-- qubes-core-admin-client qubesadmin/tools/qvm_pool.py   (qvm-pool info/set)
+- qubes-core-admin-client qubesadmin/tools/qvm_pool.py   (qvm-pool info/set/add/remove)
 - qubes-core-admin-client qubesadmin/tools/qvm_volume.py (qvm-volume info/config)
 - qubes-core-admin-client qubesadmin/tools/qubes_prefs.py, qvm_prefs.py
 - qubes-core-admin qubes/storage/__init__.py (Volume.ephemeral rules, Pool.ephemeral_volatile)
-- qubes-core-admin qubes/api/admin.py (vm.volume.Set.*, pool.Set.* accepted properties)
+- qubes-core-admin qubes/api/admin.py (vm.volume.Set.*, pool.Set.*, pool.Add, pool.Remove)
+- qubes-core-admin qubes/app.py (add_pool runs setup first; remove_pool refuses a pool in use)
+- qubes-core-admin qubes/storage/file.py, reflink.py (setup: one-level mkdir, reflink check)
 
 The state lives in the JSON file named by $QUBES_EMULATION_STATE; every
 call that changes it is appended to its "calls" list, so tests can prove
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import string
+import subprocess
 import sys
 
 STATE = os.environ.get("QUBES_EMULATION_STATE", "qubes-state.json")
@@ -30,7 +34,15 @@ POOL_SETTABLE = ("revisions_to_keep", "ephemeral_volatile")
 VOLUME_SETTABLE = ("rw", "revisions_to_keep", "ephemeral")
 VOLUME_INFO = ("pool", "vid", "rw", "source", "save_on_stop", "snap_on_start", "size", "usage",
                "revisions_to_keep", "ephemeral", "is_outdated")  # fmt: skip
+# Driver options (qubes/storage/*.py, __init__ keyword arguments); dir_path has no default.
+DRIVER_OPTIONS = {
+    "file": ("revisions_to_keep", "dir_path", "ephemeral_volatile"),
+    "file-reflink": ("revisions_to_keep", "dir_path", "setup_check", "ephemeral_volatile"),
+}
+DEFAULT_POOL_PREFS = ("default_pool", "default_pool_kernel", "default_pool_private", "default_pool_root",
+                      "default_pool_volatile")  # fmt: skip
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+POOL_NAME_CHARS = set(string.ascii_letters + string.digits + "-_.")
 EMPTY_RESPONSE = "Got empty response from qubesd. See journalctl in dom0 for details."
 
 
@@ -163,7 +175,120 @@ def qvm_pool(argv: list[str]) -> str | None:
             raise Failure("qvm-pool: error: " + "\n".join(errors))
         save(state, ["qvm-pool", *argv])
         return None
+    if len(argv) >= 3 and argv[0] in ("add", "a"):
+        return pool_add(state, argv[1], argv[2], [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-o"])
+    if len(argv) >= 2 and argv[0] in ("remove", "rm", "r"):
+        for name in argv[1:]:
+            pool_remove(state, name)
+        return None
     raise usage_error("qvm-pool", "invalid choice")
+
+
+def pool_add(state: dict, name: str, driver: str, options: list[str]) -> None:
+    def failed(message: str) -> Failure:
+        return Failure(f"qvm-pool: error: Failed to add pool {name}: {message}\n")
+
+    if driver not in DRIVER_OPTIONS:
+        raise failed(f"unexpected driver name: {driver}")
+    config = dict(option.partition("=")[::2] for option in options)  # one k=v per -o, no comma split
+    if name in state["pools"] or not POOL_NAME_CHARS.issuperset(name):
+        raise failed(EMPTY_RESPONSE)  # enforce(): a ProtocolError, no message for the client
+    unexpected = sorted(set(config) - set(DRIVER_OPTIONS[driver]))
+    if unexpected:
+        raise failed(f"unexpected driver options: {', '.join(unexpected)}")
+    if "dir_path" not in config:
+        raise failed("missing required driver options: dir_path")  # R4.3 wording
+    dir_path = os.path.normpath(config["dir_path"])
+    # setup() before the pool is saved: a failed setup adds nothing.
+    try:
+        mkdir(dir_path)
+        checked = driver == "file-reflink" and config.get("setup_check", "True").lower() in TRUE
+        if checked and not reflinks_work(dir_path):
+            raise failed(f"The filesystem for {dir_path!r} does not support reflinks. If you can live with "
+                             'VM startup delays and wasted disk space, pass the "setup_check=False" option.')  # fmt: skip
+        for sub in ("appvms", "vm-templates"):
+            mkdir(os.path.join(dir_path, sub))
+    except OSError:
+        raise failed(EMPTY_RESPONSE) from None  # an unhandled exception in qubesd
+    pool: dict[str, object] = {"name": name, "driver": driver, "dir_path": dir_path, "revisions_to_keep": 1,
+                               "ephemeral_volatile": False}  # fmt: skip
+    if "ephemeral_volatile" in config:
+        pool["ephemeral_volatile"] = parse_bool(config["ephemeral_volatile"])
+    state["pools"][name] = pool
+    save(state, [])
+
+
+def mkdir(path: str) -> None:
+    # create_dir_if_not_exists: os.mkdir, no parents; an existing directory is fine.
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
+def reflinks_work(folder: str) -> bool:
+    # reflink.py is_supported: try a FICLONE between two files in the folder.
+    source, target = os.path.join(folder, ".reflink-check-a"), os.path.join(folder, ".reflink-check-b")
+    try:
+        with open(source, "wb") as handle:
+            handle.write(b"x" * 4096)
+        return subprocess.run(["cp", "--reflink=always", source, target], capture_output=True).returncode == 0
+    finally:
+        for path in (source, target):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def pool_remove(state: dict, name: str) -> None:
+    def failed(message: str) -> Failure:
+        return Failure(f"qvm-pool: error: Failed to remove pool {name}: {message}")
+
+    if name not in state["pools"]:
+        raise failed(EMPTY_RESPONSE)
+    if any(v["pool"] == name for vm in state["vms"].values() for v in vm["volumes"].values()):
+        raise failed(f"Storage pool is in use: <qubes.storage.Pool object named {name}>")
+    for pref in DEFAULT_POOL_PREFS:
+        if pref_value(state, pref) == name:
+            raise failed(f"Storage pool is in use: set as {pref}")
+    del state["pools"][name]  # qubes.xml only: no data on disk is removed
+    save(state, [])
+
+
+def pref_value(state: dict, name: str) -> object:
+    # default_pool_* other than default_pool default to default_pool (qubes/app.py).
+    prefs = state["prefs"]
+    if name not in prefs and name.startswith("default_pool_"):
+        return prefs["default_pool"]
+    return prefs.get(name)
+
+
+def qubes_prefs(argv: list[str]) -> str | None:
+    state = load()
+    prefs = state["prefs"]
+    known = sorted(set(prefs) | set(DEFAULT_POOL_PREFS))
+    reset = [a for a in argv if a in ("--default", "-D")]
+    args = [a for a in argv if a not in reset]
+    if not args:
+        # The listing: NAME, "D" for a default or "-" for a value set, VALUE (qvm_prefs.py).
+        width = max(len(name) for name in known)
+        return "\n".join(f"{name:<{width}}  {'-' if name in prefs else 'D'}  {text(pref_value(state, name))}"
+                         for name in known)  # fmt: skip
+    if args[0] not in known:
+        raise usage_error("qubes-prefs", f"no such property: {args[0]!r}")
+    if reset:
+        if len(args) != 1:
+            raise usage_error("qubes-prefs", "--default takes no value")
+        prefs.pop(args[0], None)
+        save(state, [])
+        return None
+    if len(args) == 1:
+        return text(pref_value(state, args[0]))
+    if args[0].startswith("default_pool") and args[1] not in state["pools"]:
+        raise Failure("qubes-prefs: error: No such storage pool")
+    prefs[args[0]] = args[1]
+    save(state, [])
+    return None
 
 
 def prefs(argv: list[str], holder: dict, command: str) -> str:
@@ -211,7 +336,7 @@ def main() -> int:
         elif command == "qvm-features":
             out = qvm_features(argv)
         elif command == "qubes-prefs":
-            out = prefs(argv, load()["prefs"], command)
+            out = qubes_prefs(argv)
         elif command == "qvm-prefs":
             state = load()
             if not argv or argv[0] not in state["vms"]:

@@ -86,9 +86,12 @@ class BaseVM:
 
 
 class AppVM(BaseVM):
-    def __init__(self, name, template=None, template_for_dispvms=False, pool=None):
+    def __init__(self, name, template=None, template_for_dispvms=False, pool=None, kernel=None):
         super().__init__(name, template)
         self.template_for_dispvms = template_for_dispvms
+        # qubes/vm/qubesvm.py kernel: a folder name under /var/lib/qubes/vm-kernels,
+        # or '' for a qube that boots its own kernel; by default the template's.
+        self._kernel = kernel
         # qubes/vm/appvm.py default_volume_config for a template-based qube.
         self.volumes = {
             "root": Volume("root", pool, rw=True, snap_on_start=True, save_on_stop=False),
@@ -96,6 +99,19 @@ class AppVM(BaseVM):
             "volatile": Volume("volatile", pool, rw=True, snap_on_start=False, save_on_stop=False),
         }
 
+    @property
+    def kernel(self):
+        if self._kernel is not None:
+            return self._kernel
+        return self.template.kernel if self.template is not None else "6.6.48-1.qubes.fc37.x86_64"
+
     def start(self):
-        # qubes/vm/qubesvm.py start(): domain-pre-start, then storage.start().
+        # qubes/vm/qubesvm.py start(): domain-pre-start, then storage.start() (an
+        # ephemeral volume is opened with a fresh key) and the libvirt XML, where
+        # a volume with rw False becomes <readonly/> (templates/libvirt/xen.xml).
+        # An exception in a handler stops the start: nothing is attached.
+        self.attached = None
         self.fire_event("domain-pre-start", pre_event=True, start_guid=True, mem_required=None)
+        self.attached = {
+            name: {"readonly": not volume.rw, "ephemeral": volume.ephemeral} for name, volume in self.volumes.items()
+        }
