@@ -1,4 +1,4 @@
-"""The VM scenario: six boots of one dom0-like machine, recorded once per run.
+"""The VM scenario: seven boots of one dom0-like machine, recorded once per run.
 
 Each test in test_vm.py asserts on one part of the record, so a failure
 names the claim that broke. Booting takes minutes under TCG; the scenario
@@ -7,13 +7,17 @@ runs once per pytest session.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from initramfs_fixtures import QUBES_LIKE_INIT, make_initramfs
+from qubes_ephemeral import vm_initramfs
 from vmharness import ROOT, VM, Boot
 
 JOBS = Path(__file__).parent / "jobs"
@@ -25,13 +29,46 @@ STEPS = [
     "4-after-clean",
     "5-volume-holds-data",
     "6-missing-volume",
+    "7-vm-initramfs",
 ]
+# The pillar of boot 1: pillar.example, with the journal in memory only.
+PILLAR = (ROOT / "pillar.example").read_text().replace("journald: unchanged", "journald: volatile")
+# Boot 2 applies the Qubes side in full: a pool on the scratch filesystem as
+# the default for volatile volumes, and the /rw copy-on-write.
+COW_PILLAR = (
+    PILLAR.replace("    pool: null", "    pool: ephemeral")
+    .replace("default_pool_volatile: false", "default_pool_volatile: true")
+    .replace("default-dvm: {private: persistent}", "default-dvm: {private: cow}")
+    .replace("dispvm_private_cow: false", "dispvm_private_cow: true")
+)
+APPENDED_MARK = "qubes-ephemeral-test: appended init ran"
+
+
+def package_tarball(work: Path) -> bytes:
+    """The tarball of the dom0 package, built by packaging/build as a user would."""
+    dist = work / "dist"
+    subprocess.run([str(ROOT / "packaging" / "build"), str(dist)], check=True, capture_output=True)
+    return next(dist.glob("qubes-ephemeral-*.tar.gz")).read_bytes()
+
+
+def appended_initrd(initrd: Path) -> bytes:
+    """The kernel's own initramfs with an archive appended by the tool's
+    append_archive: a copy of its /init that says so in the kernel log."""
+    data = initrd.read_bytes()
+    init = vm_initramfs.read_file(data, "init")
+    assert init is not None
+    lines = init.data.decode().split("\n")
+    # Right after Debian's init mounts /dev/pts: /dev/kmsg is there from then on.
+    at = next(i for i, line in enumerate(lines) if line.startswith("mount -t devpts"))
+    lines.insert(at + 1, f'echo "{APPENDED_MARK}" >/dev/kmsg')
+    return vm_initramfs.append_archive(data, [vm_initramfs.Entry("init", init.mode, "\n".join(lines).encode())])
 
 
 @dataclass
 class Scenario:
     vm: VM
     markers: list[str]
+    kernel_digests: dict[str, str]  # path in the guest -> SHA-256 of the VM kernels' original initramfs
     boots: dict[str, Boot] = field(default_factory=dict)
 
 
@@ -56,19 +93,29 @@ def scenario() -> Scenario:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     vm = VM(work)
-    markers = [f"qe-canary-{secrets.token_hex(12)}" for _ in range(3)]
-    files: dict[str, Path | str] = {
-        "formula": ROOT / "ephemeral-formula",
+    markers = [f"qe-canary-{secrets.token_hex(12)}" for _ in range(8)]
+    files: dict[str, Path | str | bytes] = {
+        "qubes-ephemeral.tar.gz": package_tarball(work),
         "guest": GUEST,
         "qubes_emulation": ROOT / "tests" / "qubes_emulation",
         "common.sh": (JOBS / "common.sh").read_text(),
         "markers": "\n".join(markers) + "\n",
         "pillar/top.sls": "base:\n  '*':\n    - ephemeral\n",
-        "pillar/ephemeral.sls": (ROOT / "pillar.example").read_text(),
+        "pillar/ephemeral.sls": PILLAR,
+        "cow-pillar.sls": COW_PILLAR,
+        # Two dom0-provided VM kernels, their initramfs shaped like Qubes' (see test_vm_initramfs.py).
+        "kernels/6.6.1/initramfs": make_initramfs(),
+        "kernels/6.7.2/initramfs": make_initramfs(init=QUBES_LIKE_INIT + "# 6.7.2\n"),
+        # The initramfs of guest/private_cow.sh: a stand-in for Qubes' VM /init.
+        "qubes-like-initramfs": make_initramfs(init=(GUEST / "qubes_like_init.sh").read_text()),
     }
-    result = Scenario(vm, markers)
+    initrd = vm.work / "initrd-appended.img"
+    initrd.write_bytes(appended_initrd(vm.initrd))
+    digests = {f"/var/lib/qubes/vm-kernels/{name.split('/')[1]}/initramfs": hashlib.sha256(data).hexdigest()
+               for name, data in files.items() if name.startswith("kernels/") and isinstance(data, bytes)}  # fmt: skip
+    result = Scenario(vm, markers, digests)
     for step in STEPS:
-        boot = vm.boot((JOBS / f"{step}.sh").read_text(), files)
+        boot = vm.boot((JOBS / f"{step}.sh").read_text(), files, initrd=initrd if step == "7-vm-initramfs" else None)
         result.boots[step] = boot
         if boot.rc != 0:
             raise AssertionError(f"boot {step}: job exit {boot.rc}\n{boot.stderr[-3000:]}\n{boot.console[-3000:]}")

@@ -2,8 +2,9 @@
 
 The machine: a Debian bookworm image with Debian's stock kernel, a second
 disk with the volume group qubes_dom0 (root-like, swap, a 32 GiB ephemeral
-LV), dom0-like crypttab and fstab, and Salt 3007.16. The formula is applied
-from pillar.example exactly as in dom0. See conftest.py for the six boots.
+LV), dom0-like crypttab and fstab, and Salt 3007.16. qubes-ephemeral is
+installed from the package tarball (packaging/build) and the formula applied
+from pillar.example as in dom0. See conftest.py for the seven boots.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def changes(states: dict[str, dict[str, object]]) -> list[str]:
 
 def failures(states: dict[str, dict[str, object]]) -> list[str]:
     return [f"{key}: {state['comment']}" for key, state in states.items() if state["result"] is False]
+
+
+def test_the_package_tarball_installs_once(scenario) -> None:
+    out = scenario.boots["1-provision-apply"].out
+    assert "installed qubes-ephemeral" in (out / "install").read_text()
+    assert "nothing changed" in (out / "install-again").read_text()
 
 
 def test_apply_then_reapply_changes_nothing(scenario) -> None:
@@ -77,7 +84,7 @@ def test_no_key_material_on_disk_or_in_the_journal(scenario) -> None:
 
 
 def test_canaries_are_only_readable_through_the_mappings(scenario) -> None:
-    c1, c2, c3 = scenario.markers
+    c1, c2, c3, *_ = scenario.markers
     boot = scenario.boots["2-after-apply"]
     before = {path.split("@")[0]: counts for path, counts in boot.json("scan-before.json").items()}
     # In the clear through this boot's mappings: canary 2 really went to swap.
@@ -90,7 +97,7 @@ def test_canaries_are_only_readable_through_the_mappings(scenario) -> None:
 
 
 def test_after_reboot_the_old_data_is_gone_from_every_raw_volume(scenario) -> None:
-    c1, c2, c3 = scenario.markers
+    c1, c2, c3, *_ = scenario.markers
     boot = scenario.boots["3-after-reboot"]
     assert boot.json("rebooted.json")["crypt"]["ephemeral"] is not None
     assert "canary.txt" not in (boot.out / "scratch-entries").read_text().split()
@@ -100,7 +107,7 @@ def test_after_reboot_the_old_data_is_gone_from_every_raw_volume(scenario) -> No
 
 
 def test_the_whole_virtual_disk_holds_no_canary(scenario) -> None:
-    c1, c2, c3 = scenario.markers
+    c1, c2, c3, *_ = scenario.markers
     markers = scenario.vm.work / "markers"
     markers.write_text("\n".join(scenario.markers) + "\n")
     scan = subprocess.run([sys.executable, str(SCAN), str(markers), str(scenario.vm.data)],
@@ -108,6 +115,110 @@ def test_the_whole_virtual_disk_holds_no_canary(scenario) -> None:
     counts = json.loads(scan.stdout)[str(scenario.vm.data)]
     assert counts[c1] == 0 and counts[c2] == 0
     assert counts[c3] > 0, "the control canary on the persistent volume must be found"
+
+
+def scan_disk(scenario, disk: Path) -> dict[str, int]:
+    markers = scenario.vm.work / "markers"
+    markers.write_text("\n".join(scenario.markers) + "\n")
+    scan = subprocess.run([sys.executable, str(SCAN), str(markers), str(disk)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(scan.stdout)[str(disk)]
+
+
+def test_dom0_logs_about_qubes_are_on_the_scratch_filesystem_before_their_writers_start(scenario) -> None:
+    facts = scenario.boots["2-after-apply"].json("booted.json")
+    for path in ("/var/log/qubes", "/var/log/libvirt/libxl", "/var/log/xen/console"):
+        assert facts["traces"][path] == {"source": f"/dev/mapper/ephemeral[/traces{path}]", "fstype": "ext4"}
+    seen = (scenario.boots["2-after-apply"].out / "writers-booted").read_text().splitlines()
+    assert sorted(line.split()[0] for line in seen) == ["libvirtd", "qubesd", "xenconsoled"]
+    for line in seen:
+        _, fstype, source = line.split()[:3]
+        assert fstype == "ext4" and source.startswith("/dev/mapper/ephemeral[/traces/var/log/"), line
+
+
+def test_logs_about_qubes_and_the_journal_never_reach_the_persistent_disk(scenario) -> None:
+    _, _, _, c4, c5, c6, c7, _ = scenario.markers
+    rebooted = scenario.boots["3-after-reboot"].out
+    assert "guid.disp1234.log" not in (rebooted / "qubes-logs-after-reboot").read_text().split()
+    root = scan_disk(scenario, scenario.vm.root)  # the VM's root filesystem, /var/log included
+    assert root[c4] == 0, "a log written under /var/log/qubes reached the root disk"
+    assert root[c5] == 0, "the journal (Storage=volatile) reached the root disk"
+    assert root[c6] > 0, "control: the journal before Storage=volatile is on the root disk"
+    assert root[c7] > 0, "control: a log directory we do not cover is on the root disk"
+    data = scan_disk(scenario, scenario.vm.data)
+    assert data[c4] == 0 and data[c5] == 0
+
+
+def test_without_the_scratch_filesystem_the_logs_go_to_memory_not_to_the_disk(scenario) -> None:
+    for step, name in (("5-volume-holds-data", "data-volume"), ("6-missing-volume", "missing")):
+        facts = scenario.boots[step].json(f"{name}.json")
+        assert facts["mount"] is None
+        for path, mounted in facts["traces"].items():
+            assert mounted == {"source": "qubes-ephemeral-traces", "fstype": "tmpfs"}, (step, path)
+        seen = (scenario.boots[step].out / f"writers-{name}").read_text().splitlines()
+        assert len(seen) == 3 and all(line.split()[1] == "tmpfs" for line in seen), seen
+
+
+def test_pool_on_the_scratch_filesystem_is_added_and_remade_at_every_boot(scenario) -> None:
+    booted = scenario.boots["2-after-apply"]
+    assert failures(booted.json("apply-full-1.json")["local"]) == []
+    assert changes(booted.json("apply-full-2.json")["local"]) == []
+    assert "dir_path            /var/lib/qubes-ephemeral/pools/ephemeral" in (booted.out / "pool-info").read_text()
+    assert (booted.out / "default-pool-volatile").read_text().strip() == "ephemeral"
+    assert (booted.out / "pool-entries").read_text().split() == ["appvms", "vm-templates"]
+    rebooted = scenario.boots["3-after-reboot"].out
+    # A fresh filesystem: the layout unit made the pool's folders again, before qubesd started.
+    assert (rebooted / "pool-entries-after-reboot").read_text().split() == ["appvms", "vm-templates"]
+    qubesd = next(
+        line for line in (rebooted / "writers-rebooted").read_text().splitlines() if line.startswith("qubesd")
+    )
+    assert qubesd.endswith("/var/lib/qubes-ephemeral/pools/ephemeral/appvms")
+    # Clean put the default back and removed the pool (emulated qubes-prefs and qvm-pool).
+    assert (rebooted / "default-pool-volatile-after-clean").read_text().strip() == "vm-pool"
+    pools = [line.split()[0] for line in (rebooted / "pools-after-clean").read_text().splitlines()[1:]]
+    assert "vm-pool" in pools and "ephemeral" not in pools
+
+
+def test_vm_kernels_are_patched_now_after_an_install_and_at_boot_and_restored_by_clean(scenario) -> None:
+    booted = scenario.boots["2-after-apply"].out
+    assert (booted / "path-unit").read_text().strip() == "active"
+    installed = (booted / "kernels-after-install").read_text().splitlines()
+    assert installed == ["/var/lib/qubes/vm-kernels/6.6.1/initramfs: patched",
+                         "/var/lib/qubes/vm-kernels/6.7.2/initramfs: patched"]  # fmt: skip
+    rebooted = scenario.boots["3-after-reboot"].out
+    assert (rebooted / "kernels-after-reboot").read_text().splitlines() == installed
+    restored = dict(reversed(line.split()) for line in (rebooted / "kernels-after-clean").read_text().splitlines())
+    assert restored == scenario.kernel_digests, "clean gives every kernel its original initramfs, byte for byte"
+
+
+def test_the_kernel_unpacks_an_appended_archive_and_runs_its_init(scenario) -> None:
+    out = scenario.boots["7-vm-initramfs"].out
+    assert int((out / "appended-init").read_text()) >= 1, "the appended /init replaced the original"
+
+
+def test_rw_of_a_forgetful_disposable_goes_to_the_volatile_volume_only(scenario) -> None:
+    *_, c8 = scenario.markers
+    out = scenario.boots["7-vm-initramfs"].out
+    assert (out / "cow-rc").read_text().strip() == "0", (out / "cow-init-stderr").read_text()
+    assert "patched" in (out / "cow-apply").read_text()
+    fstab = (out / "cow-fstab").read_text().split()
+    assert fstab[:2] == ["/dev/mapper/dmprivate", "/rw"], "the qube mounts /rw from the copy-on-write"
+    tables = (out / "cow-tables").read_text()
+    assert "dmprivate: 0 " in tables and " snapshot " in tables.split("dmprivate: ")[1].splitlines()[0]
+    assert (out / "cow-keep").read_text() == "precious private data\n", "the private data is there to read"
+    assert (out / "cow-readback").read_text().strip() == c8
+    # The read-only root and private images are unchanged, byte for byte; the writes are on the volatile one.
+    assert (out / "cow-sha-before").read_text() == (out / "cow-sha-after").read_text()
+    scan = {Path(path).name: counts[c8] for path, counts in json.loads((out / "cow-scan.json").read_text()).items()}
+    assert scan["xvdb.img"] == 0 and scan["xvda.img"] == 0
+    assert scan["xvdc.img"] > 0
+
+
+def test_rw_of_an_ordinary_qube_is_left_alone(scenario) -> None:
+    out = scenario.boots["7-vm-initramfs"].out
+    assert (out / "plain-rc").read_text().strip() == "0", (out / "plain" / "cow-init-stderr").read_text()
+    assert (out / "plain" / "cow-fstab").read_text().split()[0].startswith("/dev/loop"), "fstab untouched"
+    assert "dmprivate" not in (out / "plain" / "cow-tables").read_text()
 
 
 def test_bare_mount_point_refuses_writes(scenario) -> None:
@@ -132,6 +243,7 @@ def test_clean_restores_dom0_swap_and_files(scenario) -> None:
     assert [s["device"] for s in facts["swaps"]] == ["qubes_dom0-swap"]
     assert facts["crypt"]["ephemeral"] is None and facts["crypt"]["ephemeral-swap"] is None
     assert facts["failed_units"] == []
+    assert all(mounted is None for mounted in facts["traces"].values()), "the log directories are dom0's again"
 
 
 def test_activate_now_needs_no_reboot(scenario) -> None:

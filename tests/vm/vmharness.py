@@ -100,15 +100,19 @@ class VM:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(self.data), "72G"], check=True)
         self.share.mkdir()
 
-    def boot(self, job: str, files: dict[str, Path | str] | None = None) -> Boot:
-        """Boot once, run ``job`` (shell) in the guest, return what it left."""
+    def boot(self, job: str, files: dict[str, Path | str | bytes] | None = None, initrd: Path | None = None) -> Boot:
+        """Boot once, run ``job`` (shell) in the guest, return what it left.
+        ``initrd``: another initramfs than the kernel's own."""
         self.boots += 1
         out = self.share / "out"
         shutil.rmtree(out, ignore_errors=True)
         (self.share / "job.sh").write_text(job)
         for name, source in (files or {}).items():
             target = self.share / name
-            if isinstance(source, str):
+            if isinstance(source, bytes):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source)
+            elif isinstance(source, str):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(source)
             elif not target.exists():
@@ -116,7 +120,7 @@ class VM:
         console = self.work / f"console-{self.boots}.log"
         command = [
             "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2", "-display", "none", "-no-reboot",
-            "-kernel", str(self.vmlinuz), "-initrd", str(self.initrd),
+            "-kernel", str(self.vmlinuz), "-initrd", str(initrd or self.initrd),
             "-append", "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1",
             "-drive", f"file={self.root},if=virtio,format=qcow2",
             "-drive", f"file={self.data},if=virtio,format=qcow2",

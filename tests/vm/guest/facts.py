@@ -36,6 +36,15 @@ def swaps():
     ]
 
 
+TRACE_PATHS = ("/var/log/qubes", "/var/log/libvirt/libxl", "/var/log/xen/console")
+
+
+def mounted_on(path):
+    """What is mounted exactly on path: {"source", "fstype"}, or None."""
+    rc, text = run("findmnt", "-J", "-o", "SOURCE,FSTYPE", "--mountpoint", path)
+    return json.loads(text)["filesystems"][0] if rc == 0 and text else None
+
+
 def main():
     mountpoint = sys.argv[1]
     names = sys.argv[2:]
@@ -54,6 +63,9 @@ def main():
         "emergency": run("systemctl", "is-active", "emergency.target")[1],
         "multi_user": run("systemctl", "is-active", "multi-user.target")[1],
         "uptime": float(open("/proc/uptime").read().split()[0]),
+        "traces": {path: mounted_on(path) for path in TRACE_PATHS},
+        "journal_persistent_dirs": sorted(os.listdir("/var/log/journal")) if os.path.isdir("/var/log/journal") else [],
+        "journal_runtime": os.path.isdir("/run/log/journal") and bool(os.listdir("/run/log/journal")),
     }
     json.dump(facts, sys.stdout, indent=1)
 

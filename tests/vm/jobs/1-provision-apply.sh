@@ -27,6 +27,32 @@ swapon /dev/mapper/qubes_dom0-swap
 cp /etc/fstab "$OUT/fstab.pristine"
 cp /etc/crypttab "$OUT/crypttab.pristine"
 
+# dom0's journal is persistent: a control canary goes there before journald: volatile.
+mkdir -p /var/log/journal
+systemd-tmpfiles --create --prefix /var/log/journal
+journalctl --flush
+logger "$C6"
+journalctl --flush
+echo "$C7" >/var/log/qe-control.log  # a log we do not cover: the control for C4
+
+# Stand-ins for the services that write dom0's logs about qubes: each records,
+# as it starts, what its log directory is mounted from.
+for unit in qubesd:/var/log/qubes libvirtd:/var/log/libvirt/libxl xenconsoled:/var/log/xen/console; do
+    name=${unit%%:*} dir=${unit#*:}
+    mkdir -p "$dir"
+    cat >"/etc/systemd/system/$name.service" <<UNIT
+[Unit]
+Description=Stand-in for $name: records where its logs go
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'echo "$name \$\$(findmnt -n -o FSTYPE,SOURCE --target $dir | head -n1) \$\$(ls -d /var/lib/qubes-ephemeral/pools/ephemeral/appvms 2>/dev/null)" >/run/qe-writer-$name'
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl enable --quiet "$name.service"
+done
+
 # The emulated Qubes admin commands, with a fresh install's state.
 for command in qvm-pool qvm-volume qvm-prefs qubes-prefs qvm-features; do
     ln -s /opt/qubes-emulation/qubes_admin.py "/usr/local/bin/$command"
@@ -35,9 +61,14 @@ cp -r qubes_emulation /opt/qubes-emulation
 mkdir -p /var/lib/qubes-emulation
 python3 -c 'import json, qubes_emulation as q; print(json.dumps(q.dom0_like_state()))' >"$QUBES_EMULATION_STATE"
 
-# The formula as it would be in dom0.
-mkdir -p /srv/formulas /srv/pillar
-cp -r formula /srv/formulas/ephemeral-formula
+# qubes-ephemeral as in dom0: the tarball packaging/build made, with its install.sh
+# (the same tree as the RPM): the formula on Salt's file_roots through minion.d.
+mkdir -p /tmp/package /srv/pillar
+tar -xzf qubes-ephemeral.tar.gz -C /tmp/package
+for installer in /tmp/package/qubes-ephemeral-*/install.sh; do
+    "$installer" --force --no-restart >"$OUT/install"
+    "$installer" --force --no-restart >"$OUT/install-again"
+done
 cp pillar/* /srv/pillar/
 salt_apply ephemeral apply-1.json
 salt_apply ephemeral apply-2.json

@@ -9,6 +9,33 @@ decoy=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$decoy" >/var/tmp/decoy
 python3 guest/keyscan.py "$decoy" ephemeral ephemeral-swap >"$OUT/keyscan.json"
 
+# dom0's logs about qubes: on the scratch filesystem; the journal in memory only.
+writers writers-booted
+echo "$C4" >/var/log/qubes/guid.disp1234.log
+logger "$C5"
+journalctl --header >"$OUT/journal-header" 2>&1 || true
+
+# Now the Qubes side in full: a pool on the scratch filesystem as the default
+# for volatile volumes, and the /rw copy-on-write (the extension's stamp
+# stands in for qubesd loading it; two VM kernels stand in for dom0's).
+cp cow-pillar.sls /srv/pillar/ephemeral.sls
+mkdir -p /run/qubes-ephemeral /var/lib/qubes/vm-kernels
+echo '{"version": "emulated"}' >/run/qubes-ephemeral/qubesd-extension.json
+cp -r kernels/6.6.1 /var/lib/qubes/vm-kernels/
+salt_apply ephemeral apply-full-1.json
+salt_apply ephemeral apply-full-2.json
+ls -A /var/lib/qubes-ephemeral/pools/ephemeral >"$OUT/pool-entries"
+qvm-pool info ephemeral >"$OUT/pool-info" 2>&1 || true
+qubes-prefs default_pool_volatile >"$OUT/default-pool-volatile"
+systemctl is-active qubes-ephemeral-vm-kernels.path >"$OUT/path-unit" || true
+# A VM kernel installed later: the path unit must patch it, with no apply.
+cp -r kernels/6.7.2 /var/lib/qubes/vm-kernels/
+for _ in $(seq 60); do
+    /usr/local/libexec/qubes-ephemeral/vm-initramfs status /var/lib/qubes/vm-kernels/6.7.2/initramfs | grep -q ': patched$' && break
+    sleep 1
+done
+/usr/local/libexec/qubes-ephemeral/vm-initramfs status >"$OUT/kernels-after-install" 2>&1 || true
+
 # Canary 1 in a file on the scratch filesystem; where it lies on the raw volume.
 python3 -c "import sys; open(sys.argv[1], 'w').write((sys.argv[2] + '\n') * 256)" "$MP/canary.txt" "$C1"
 sync

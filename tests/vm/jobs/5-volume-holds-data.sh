@@ -3,6 +3,7 @@
 # and the data survives. Then the volume goes missing for the next boot.
 . ./common.sh
 facts data-volume
+writers writers-data-volume
 blkid -p -o value -s TYPE /dev/qubes_dom0/ephemeral >"$OUT/data-type" || true
 mkdir -p /mnt/check
 mount -o ro /dev/qubes_dom0/ephemeral /mnt/check && cat /mnt/check/precious.txt >"$OUT/precious" && umount /mnt/check

@@ -7,6 +7,12 @@ OUT=/mnt/host/out
 C1=$(sed -n 1p markers)  # scratch filesystem canary
 C2=$(sed -n 2p markers)  # swap canary
 C3=$(sed -n 3p markers)  # control: written to a persistent volume, must be found
+C4=$(sed -n 4p markers)  # in a dom0 log directory about qubes (traces): on the scratch filesystem
+C5=$(sed -n 5p markers)  # in the journal, with journald: volatile
+C6=$(sed -n 6p markers)  # control: in the journal before journald: volatile, must be found
+C7=$(sed -n 7p markers)  # control: in a log directory we do not cover, must be found
+C8=$(sed -n 8p markers)  # written to /rw of a disposable with the /rw copy-on-write
+export OUT
 
 # Qubes cannot run here: its admin commands are emulated (tests/qubes_emulation).
 export QUBES_EMULATION_STATE=/var/lib/qubes-emulation/state.json
@@ -14,8 +20,12 @@ export QUBES_EMULATION_STATE=/var/lib/qubes-emulation/state.json
 salt_apply() {  # salt_apply STATE OUTFILE [salt args]
     state=$1 out=$2
     shift 2
-    salt-call --local --file-root=/srv/formulas/ephemeral-formula --pillar-root=/srv/pillar \
-        --out=json state.apply "$state" "$@" >"$OUT/$out" 2>"$OUT/$out.stderr" || true
+    # The formula's file root comes from /etc/salt/minion.d/formula-ephemeral.conf, as in dom0.
+    salt-call --local --pillar-root=/srv/pillar --out=json state.apply "$state" "$@" >"$OUT/$out" 2>"$OUT/$out.stderr" || true
+}
+
+writers() {  # writers NAME: what the dummy log writers saw when they started (see 1-provision-apply.sh)
+    cat /run/qe-writer-* >"$OUT/$1" 2>/dev/null || true
 }
 
 facts() {  # facts NAME: the system's state into out/NAME.json
