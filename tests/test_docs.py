@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from conftest import PILLAR_EXAMPLE, ROOT
+from conftest import PILLAR_EXAMPLE, ROOT, run_cli
 from qubes_ephemeral import schema
 from qubes_ephemeral.source import load_text
 
@@ -46,3 +47,15 @@ def test_readme_names_every_cli_command() -> None:
     readme = (ROOT / "README.md").read_text()
     for command in ("validate", "render", "diff", "schema"):
         assert re.search(rf"qubes-ephemeral {command}\b", readme), command
+
+
+def test_readme_shows_what_the_audit_prints_for_its_recording(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("$ sudo qubes-ephemeral audit\n", 1)[1].split("$ echo $?", 1)[0]
+    pillar = tmp_path / "ephemeral.sls"
+    # The VM suite's pillar: pillar.example with the journal in memory only.
+    pillar.write_text(PILLAR_EXAMPLE.read_text().replace("journald: unchanged", "journald: volatile"))
+    recording = ROOT / "tests" / "audit_recordings" / "after-reboot.json"
+    result = run_cli("audit", str(pillar), "--replay", str(recording))
+    assert result.status == 0
+    assert result.stdout == shown

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, diff, schema
+from . import __version__, audit, audit_report, diff, probe, schema
 from .api import describe
 from .artifacts import Block, Manifest
 from .emit import EmitError, emit
@@ -17,6 +18,8 @@ from .problems import DescriptionError, Problem
 from .render import render
 
 EXIT_OK, EXIT_CHANGES, EXIT_INVALID = 0, 1, 2
+# Where the walk-through in the README puts the pillar in dom0.
+DEFAULT_PILLAR = "/srv/user_pillar/ephemeral.sls"
 
 
 class UsageError(Exception):
@@ -85,6 +88,21 @@ def cmd_diff(args: argparse.Namespace, description: Description) -> int:
     return EXIT_CHANGES if pending else EXIT_OK
 
 
+def cmd_audit(args: argparse.Namespace, description: Description) -> int:
+    if args.replay:
+        host: probe.Host = probe.RecordedHost.load(Path(args.replay))
+    else:
+        host = probe.RecordingHost() if args.record else probe.Host()
+    findings = audit.audit(host, description, render(description))
+    if isinstance(host, probe.RecordingHost):
+        host.save(Path(args.record))
+    if args.json:
+        print(audit_report.as_json(findings, args.file))
+    else:
+        sys.stdout.write(audit_report.table(findings, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    return audit.exit_code(findings)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     keys = schema.all_keys()
     if args.json:
@@ -100,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="qubes-ephemeral",
         description="Validate and render an ephemeral-storage description (the Salt pillar 'ephemeral:').",
-        epilog="Exit status: 0 ok, 1 diff found changes, 2 invalid description or usage error.",
+        epilog="Exit status: 0 ok, 1 diff found changes or audit found something missing, "
+        "2 invalid description or usage error.",
     )
     top.add_argument("--version", action="version", version=f"qubes-ephemeral {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -117,6 +136,18 @@ def parser() -> argparse.ArgumentParser:
     sub = with_file("diff", "show what applying would change in the files under a root")
     sub.add_argument("--root", default="/", metavar="DIR", help="root directory of the system (default /)")
     sub.add_argument("--json", action="store_true", help="machine-readable result on standard output")
+    sub = commands.add_parser(
+        "audit",
+        help="show where a disposable's data can still persist on this system (read only)",
+        description="Check this live system against a description: what is covered, what is missing, what "
+        "persists. Exit status: 0 everything the description asks for is in place, 1 something is missing "
+        "or could not be checked, 2 invalid description.",
+    )
+    sub.add_argument("file", metavar="FILE", nargs="?", default=DEFAULT_PILLAR,
+                     help=f"the description (default: {DEFAULT_PILLAR}); - reads standard input")  # fmt: skip
+    sub.add_argument("--json", action="store_true", help="machine-readable result (stable schema, format 1)")
+    sub.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)  # tests: save what was read
+    sub.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)  # tests: read a recording instead
     sub = commands.add_parser("schema", help="list every key with its type, default and meaning")
     sub.add_argument("--json", action="store_true", help="machine-readable list")
     return top
@@ -137,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return _problems_out(error.problems, getattr(args, "json", False))
     except UsageError as error:
         _fail(str(error))
-    handler = {"validate": cmd_validate, "render": cmd_render, "diff": cmd_diff}[args.command]
+    handler = {"validate": cmd_validate, "render": cmd_render, "diff": cmd_diff, "audit": cmd_audit}[args.command]
     try:
         return handler(args, description)
     except UsageError as error:

@@ -41,6 +41,10 @@ COW_PILLAR = (
     .replace("default-dvm: {private: persistent}", "default-dvm: {private: cow}")
     .replace("dispvm_private_cow: false", "dispvm_private_cow: true")
 )
+# A description without the swap takeover, for the audit after clean.
+NO_SWAP_PILLAR = (
+    PILLAR[: PILLAR.index("  # Optional: swap on a device")] + PILLAR[PILLAR.index("  # Optional: Qubes storage") :]
+)
 APPENDED_MARK = "qubes-ephemeral-test: appended init ran"
 
 
@@ -103,6 +107,8 @@ def scenario() -> Scenario:
         "pillar/top.sls": "base:\n  '*':\n    - ephemeral\n",
         "pillar/ephemeral.sls": PILLAR,
         "cow-pillar.sls": COW_PILLAR,
+        "no-swap-pillar.sls": NO_SWAP_PILLAR,
+        "qubesd_standin": ROOT / "tests" / "qubesd_standin",
         # Two dom0-provided VM kernels, their initramfs shaped like Qubes' (see test_vm_initramfs.py).
         "kernels/6.6.1/initramfs": make_initramfs(),
         "kernels/6.7.2/initramfs": make_initramfs(init=QUBES_LIKE_INIT + "# 6.7.2\n"),

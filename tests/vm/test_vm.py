@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from statistics import median
 
 import pytest
 
@@ -276,10 +275,40 @@ def test_missing_scratch_volume_does_not_stop_the_boot(scenario) -> None:
     print(f"\nboot with the scratch volume missing reached the test agent at {facts['uptime']:.0f} s of uptime")
 
 
-def test_boot_time_cost_of_formatting(scenario) -> None:
-    bench = scenario.boots["3-after-reboot"].json("bench.json")
-    ours, tmp_ext4 = median(bench["ours_seconds"]), median(bench["tmp_ext4_seconds"])
-    assert ours > 0 and tmp_ext4 > 0
-    print(f"\n32 GiB LV, crypt open -> mounted: ours {ours:.2f} s, crypttab tmp=ext4 {tmp_ext4:.2f} s, "
-          f"ratio {ours / tmp_ext4:.3f} ({bench['ours_command']})")  # fmt: skip
-    (scenario.vm.work.parent / "bench.json").write_text(json.dumps(bench, indent=1))
+def audit_lines(out: Path, name: str) -> list[list[str]]:
+    """The audit's table: [area, status, level, what...] per finding."""
+    return [line.split() for line in (out / f"{name}.txt").read_text().splitlines()[1:] if line.strip()][:-1]
+
+
+def test_audit_before_apply_lists_the_gaps(scenario) -> None:
+    out = scenario.boots["1-provision-apply"].out
+    assert (out / "audit-before-apply.rc").read_text().strip() == "1"
+    rows = audit_lines(out, "audit-before-apply")
+    assert rows[0][:2] == ["scratch", "missing"], rows[0]
+    swap = [row for row in rows if row[0] == "swap" and row[3].startswith("/dev/dm-")]
+    assert swap and swap[0][1] == "missing" and "not encrypted" in " ".join(swap[0]), swap
+
+
+def test_audit_after_apply_and_reboot_reports_full_coverage(scenario) -> None:
+    out = scenario.boots["2-after-apply"].out
+    text = (out / "audit-after-reboot.txt").read_text()
+    assert (out / "audit-after-reboot.rc").read_text().strip() == "0", text
+    assert "everything the description asks for is in place" in text
+    statuses = {row[1] for row in audit_lines(out, "audit-after-reboot")}
+    assert statuses <= {"ok", "gap"}, text
+    assert "aes-xts-plain64, 512 bits, 4096-byte sectors" in text
+    assert "0000000000" not in text, "no key material, not even dmsetup's zeros"
+
+
+def test_audit_as_an_ordinary_user_says_what_it_could_not_check(scenario) -> None:
+    out = scenario.boots["2-after-apply"].out
+    text = (out / "audit-as-user.txt").read_text()
+    assert (out / "audit-as-user.rc").read_text().strip() == "1"
+    assert "needs root: run the audit with sudo" in text
+    assert "Traceback" not in text
+
+
+def test_audit_after_the_swap_takeover_is_gone_reports_the_swap_gap(scenario) -> None:
+    out = scenario.boots["4-after-clean"].out
+    swap = [row for row in audit_lines(out, "audit-swap-gap") if row[0] == "swap"]
+    assert swap and swap[0][1] == "gap" and "not encrypted" in " ".join(swap[0]), swap

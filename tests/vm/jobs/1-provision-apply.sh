@@ -6,7 +6,6 @@ vgcreate -q qubes_dom0 /dev/vdb
 lvcreate -q -y -L 1G -n root qubes_dom0        # a persistent volume, for the control canary
 lvcreate -q -y -L 512M -n swap qubes_dom0      # dom0's persistent swap
 lvcreate -q -y -L 32G -n ephemeral qubes_dom0  # the scratch volume (sparse)
-lvcreate -q -y -L 32G -n bench qubes_dom0      # for the boot-time measurement
 lvcreate -q -y -L 64M -n vault qubes_dom0      # a LUKS volume with a line in crypttab
 udevadm settle
 mkfs.ext4 -q /dev/qubes_dom0/root
@@ -36,10 +35,18 @@ journalctl --flush
 echo "$C7" >/var/log/qe-control.log  # a log we do not cover: the control for C4
 
 # Stand-ins for the services that write dom0's logs about qubes: each records,
-# as it starts, what its log directory is mounted from.
+# as it starts, what its log directory is mounted from. The one for qubesd also
+# loads the qubes.ext extensions as qubesd does (qubes/ext/__init__.py
+# get_extensions), with tests/qubesd_standin as its qubes package.
+cp -r qubesd_standin /opt/qubesd-standin
 for unit in qubesd:/var/log/qubes libvirtd:/var/log/libvirt/libxl xenconsoled:/var/log/xen/console; do
     name=${unit%%:*} dir=${unit#*:}
     mkdir -p "$dir"
+    load=""
+    if [ "$name" = qubesd ]; then
+        load="ExecStart=/usr/bin/python3 -c 'from importlib.metadata import entry_points; [e.load()() for e in entry_points(group=\"qubes.ext\")]'
+Environment=PYTHONPATH=/opt/qubesd-standin:/usr/lib/python3.11/site-packages"
+    fi
     cat >"/etc/systemd/system/$name.service" <<UNIT
 [Unit]
 Description=Stand-in for $name: records where its logs go
@@ -47,6 +54,7 @@ Description=Stand-in for $name: records where its logs go
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/bin/sh -c 'echo "$name \$\$(findmnt -n -o FSTYPE,SOURCE --target $dir | head -n1) \$\$(ls -d /var/lib/qubes-ephemeral/pools/ephemeral/appvms 2>/dev/null)" >/run/qe-writer-$name'
+$load
 [Install]
 WantedBy=multi-user.target
 UNIT
@@ -70,6 +78,7 @@ for installer in /tmp/package/qubes-ephemeral-*/install.sh; do
     "$installer" --force --no-restart >"$OUT/install-again"
 done
 cp pillar/* /srv/pillar/
+audit audit-before-apply
 salt_apply ephemeral apply-1.json
 salt_apply ephemeral apply-2.json
 salt_apply ephemeral apply-3-test.json test=True

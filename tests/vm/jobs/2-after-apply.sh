@@ -9,6 +9,14 @@ decoy=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "$decoy" >/var/tmp/decoy
 python3 guest/keyscan.py "$decoy" ephemeral ephemeral-swap >"$OUT/keyscan.json"
 
+# The audit: after the apply and a reboot, everything the description asks for is in place.
+audit audit-after-reboot
+# As an ordinary user: what it cannot read, it says so.
+rc=0
+su nobody -s /bin/sh -c "PYTHONPATH=/usr/lib/python3.11/site-packages qubes-ephemeral audit /srv/pillar/ephemeral.sls" \
+    >"$OUT/audit-as-user.txt" 2>&1 || rc=$?
+echo "$rc" >"$OUT/audit-as-user.rc"
+
 # dom0's logs about qubes: on the scratch filesystem; the journal in memory only.
 writers writers-booted
 echo "$C4" >/var/log/qubes/guid.disp1234.log

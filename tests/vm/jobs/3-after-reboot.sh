@@ -1,5 +1,5 @@
 # shellcheck shell=sh source-path=SCRIPTDIR
-# Boot 3: a new key. Canaries gone from every raw volume; measure boot-time preparation; clean.
+# Boot 3: a new key. Canaries gone from every raw volume; then clean.
 . ./common.sh
 facts rebooted
 ls -A "$MP" >"$OUT/scratch-entries"
@@ -11,7 +11,6 @@ ls -A /var/log/qubes >"$OUT/qubes-logs-after-reboot"
 ls -A /var/lib/qubes-ephemeral/pools/ephemeral >"$OUT/pool-entries-after-reboot" 2>&1 || true
 writers writers-rebooted
 /usr/local/libexec/qubes-ephemeral/vm-initramfs status >"$OUT/kernels-after-reboot" 2>&1 || true
-python3 guest/bench_format.py /dev/qubes_dom0/bench >"$OUT/bench.json"
 salt_apply ephemeral.clean clean-1.json
 sha256sum /var/lib/qubes/vm-kernels/*/initramfs >"$OUT/kernels-after-clean"
 qubes-prefs default_pool_volatile >"$OUT/default-pool-volatile-after-clean"

@@ -6,6 +6,8 @@ cp /etc/fstab "$OUT/fstab.after-clean"
 cp /etc/crypttab "$OUT/crypttab.after-clean"
 qvm-volume info default-dvm:root rw >"$OUT/qubes-root-rw"
 test -e /etc/qubes-ephemeral && echo present >"$OUT/qubes-record" || echo absent >"$OUT/qubes-record"
+# dom0's own swap is back: the audit reports it as a gap again (a description without swap:).
+audit audit-swap-gap no-swap-pillar.sls
 cp pillar/ephemeral.sls /srv/pillar/ephemeral.sls  # the pillar of boot 1 (boot 2 switched to cow-pillar.sls)
 sed -i 's/^  activate: boot/  activate: now/' /srv/pillar/ephemeral.sls
 salt_apply ephemeral activate-now.json

@@ -24,6 +24,11 @@ salt_apply() {  # salt_apply STATE OUTFILE [salt args]
     salt-call --local --pillar-root=/srv/pillar --out=json state.apply "$state" "$@" >"$OUT/$out" 2>"$OUT/$out.stderr" || true
 }
 
+audit() {  # audit NAME [PILLAR]: qubes-ephemeral audit, as the package installed it, recorded for the unit tests
+    PYTHONPATH=/usr/lib/python3.11/site-packages qubes-ephemeral audit "${2:-/srv/pillar/ephemeral.sls}" \
+        --record "$OUT/$1.recording.json" >"$OUT/$1.txt" 2>"$OUT/$1.stderr" && echo 0 >"$OUT/$1.rc" || echo $? >"$OUT/$1.rc"
+}
+
 writers() {  # writers NAME: what the dummy log writers saw when they started (see 1-provision-apply.sh)
     cat /run/qe-writer-* >"$OUT/$1" 2>/dev/null || true
 }

@@ -1,0 +1,413 @@
+"""Where can a disposable's data still persist on this system? Read only.
+
+Each check looks at one place a disposable's data can land and says whether
+it is covered, and by what, with the threat level (README, threat model):
+
+- ok       covered as the description asks;
+- missing  the description asks for it, and it is not in place;
+- gap      not asked for, and data there outlives a reboot (information);
+- unknown  could not be checked (the detail says why, e.g. needs root).
+
+The audit changes nothing: it runs read-only commands (dmsetup table
+without keys, findmnt, lsblk, blkid -p, systemctl is-*, the Qubes admin
+commands' info/read forms) and reads files, all through a probe.Host.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+from . import diff, naming, parsers, render_layout, render_private_cow
+from .artifacts import Manifest
+from .model import Crypt, Description, Scratch
+from .probe import NOT_FOUND, Host, Output
+from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE
+from .render import PROTECT_UNIT
+from .vm_initramfs import KERNELS_DIR
+
+FORMAT = 1  # of the --json output
+
+
+@dataclass(frozen=True)
+class Finding:
+    area: str
+    item: str
+    status: str  # ok, missing, gap, unknown
+    level: int | None  # the threat level this place matters for
+    detail: str
+    required: bool  # asked for by the description: missing or unknown fails the audit
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def exit_code(findings: list[Finding]) -> int:
+    return 1 if any(f.required and f.status in ("missing", "unknown") for f in findings) else 0
+
+
+def _why(output: Output, command: str) -> str:
+    if output.rc == NOT_FOUND:
+        return f"{command} is not installed here"
+    if output.denied:
+        return f"{command} needs root: run the audit with sudo"
+    message = " ".join((output.err or output.out).split())
+    return f"{command} failed: {message[:160]}"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A device-mapper device, from sysfs (readable as an ordinary user)."""
+
+    kname: str  # dm-N
+    uuid: str
+    dev: str  # MAJOR:MINOR
+
+    @property
+    def kind(self) -> str:
+        # systemd-cryptsetup and cryptsetup name them CRYPT-PLAIN-..., CRYPT-LUKS2-...
+        return self.uuid.split("-")[1] if self.uuid.startswith("CRYPT-") else "not dm-crypt"
+
+
+def mappings(host: Host) -> dict[str, Mapping]:
+    found = {}
+    for kname in host.listdir("/sys/block"):
+        if not kname.startswith("dm-"):
+            continue
+        name = (host.read(f"/sys/block/{kname}/dm/name") or "").strip()
+        uuid = (host.read(f"/sys/block/{kname}/dm/uuid") or "").strip()
+        found[name] = Mapping(kname, uuid, (host.read(f"/sys/block/{kname}/dev") or "").strip())
+    return found
+
+
+class Audit:
+    def __init__(self, host: Host, description: Description, manifest: Manifest) -> None:
+        self.host = host
+        self.description = description
+        self.manifest = manifest
+        self.mappings = mappings(host)
+        self._crypttab: dict[str, tuple[str, str, str]] | None = None
+        self._crypttab_error = ""
+        try:
+            self._crypttab = parsers.crypttab(host.read("/etc/crypttab") or "")
+        except PermissionError:
+            self._crypttab_error = "/etc/crypttab is not readable: run the audit with sudo"
+
+    def run(self) -> list[Finding]:
+        findings = list(self.scratch())
+        findings += self.swaps()
+        findings += self.qubes()
+        findings += self.private_cow()
+        findings += self.traces()
+        findings += self.drift()
+        return findings
+
+    # --- the re-keyed devices ---
+
+    def _keyed_at_boot(self, name: str) -> tuple[str, str]:
+        """(status, detail) for a mapping we expect keyed from /dev/urandom at every open."""
+        mapping = self.mappings.get(name)
+        if mapping is None:
+            return "missing", f"/dev/mapper/{name} is not open"
+        if mapping.kind != "PLAIN":
+            return "missing", f"/dev/mapper/{name} is {mapping.kind}, not plain dm-crypt"
+        if self._crypttab is None:
+            return "unknown", f"plain dm-crypt, no on-disk header; {self._crypttab_error}"
+        key = self._crypttab.get(name, ("", "", ""))[1]
+        if key != "/dev/urandom":
+            return "missing", f"plain dm-crypt, but its crypttab key is {key or 'not set'}, not /dev/urandom"
+        return "ok", "plain dm-crypt keyed from /dev/urandom at every boot, no on-disk header"
+
+    def _table(self, crypt: Crypt, area: str) -> Finding:
+        item = f"/dev/mapper/{crypt.name} cipher"
+        if crypt.name not in self.mappings:
+            return Finding(area, item, "missing", 1, "not open", True)
+        output = self.host.run(["dmsetup", "table", "--", crypt.name])
+        if output.rc != 0:
+            return Finding(area, item, "unknown", 1, _why(output, "dmsetup table"), True)
+        target = parsers.crypt_target(output.out)
+        if target is None:
+            return Finding(area, item, "missing", 1, "not a dm-crypt mapping", True)
+        got = f"{target.cipher}, {target.key_bits} bits, {target.sector_size}-byte sectors"
+        want = (crypt.cipher, crypt.key_size, crypt.sector_size)
+        if (target.cipher, target.key_bits, target.sector_size) != want:
+            return Finding(area, item, "missing", 1, f"{got}; the description asks for "
+                           f"{crypt.cipher}, {crypt.key_size} bits, {crypt.sector_size}-byte sectors", True)  # fmt: skip
+        return Finding(area, item, "ok", 1, got, True)
+
+    def _no_header(self, crypt: Crypt, area: str) -> Finding:
+        item = f"{crypt.device.path} holds no header"
+        if not self.host.exists(crypt.device.path):
+            return Finding(area, item, "missing", 1, "the device is not there", True)
+        output = self.host.run(["blkid", "-p", "-o", "export", "--", crypt.device.path])
+        if output.rc == 2 and not output.err.strip():
+            return Finding(area, item, "ok", 1, "nothing a probe recognises: noise without the boot's key", True)
+        if output.rc == 0:
+            found = " ".join(line for line in output.out.splitlines() if line.startswith(("TYPE=", "PTTYPE=")))
+            return Finding(area, item, "missing", 1, f"it shows {found}: not keyed, or someone's data", True)
+        return Finding(area, item, "unknown", 1, _why(output, "blkid -p"), True)
+
+    def scratch(self) -> Iterator[Finding]:
+        scratch = self.description.scratch
+        status, detail = self._keyed_at_boot(scratch.name)
+        yield Finding("scratch", f"{scratch.device.path} as /dev/mapper/{scratch.name}", status, 1, detail, True)
+        yield self._table(scratch, "scratch")
+        yield self._no_header(scratch, "scratch")
+        yield self._mounted(scratch)
+        item = f"bare mount point {scratch.mountpoint} protected"
+        state, why = self._unit_file_state(PROTECT_UNIT)
+        if state is None:
+            yield Finding("scratch", item, "unknown", 1, why, True)
+        elif state != "enabled":
+            yield Finding("scratch", item, "missing", 1, f"{PROTECT_UNIT} is {state}", True)
+        else:
+            active = self.host.run(["systemctl", "is-active", PROTECT_UNIT]).out.strip()
+            yield Finding("scratch", item, "ok", 1, f"immutable while unmounted ({PROTECT_UNIT} {active})", True)
+
+    def _unit_file_state(self, unit: str) -> tuple[str | None, str]:
+        """``systemctl is-enabled``: the state, "absent", or None with why it is unknown."""
+        output = self.host.run(["systemctl", "is-enabled", unit])
+        if output.out.strip():
+            return output.out.strip(), ""
+        if output.rc != NOT_FOUND and ("No such file" in output.err or "not found" in output.err.lower()):
+            return "absent", ""
+        return None, _why(output, "systemctl is-enabled")
+
+    def _mounted(self, scratch: Scratch) -> Finding:
+        item = f"mounted on {scratch.mountpoint}"
+        output = self.host.run(["findmnt", "-J", "-o", "SOURCE,FSTYPE,OPTIONS", "--mountpoint", scratch.mountpoint])
+        if output.rc == NOT_FOUND:
+            return Finding("scratch", item, "unknown", 1, _why(output, "findmnt"), True)
+        mounts = parsers.findmnt(output.out) if output.rc == 0 else []
+        if not mounts:
+            return Finding("scratch", item, "missing", 1, "nothing is mounted there", True)
+        mount = mounts[-1]
+        source, fstype = mount.get("source", ""), mount.get("fstype", "")
+        options = mount.get("options", "").split(",")
+        lacking = [o for o in scratch.mount_options if o not in options]
+        if source != naming.mapping(scratch.name) or fstype != scratch.fs or lacking:
+            return Finding("scratch", item, "missing", 1, f"{source} ({fstype}, {mount.get('options', '')}); "
+                           f"expected {naming.mapping(scratch.name)} ({scratch.fs}, with "
+                           f"{','.join(scratch.mount_options)})", True)  # fmt: skip
+        return Finding("scratch", item, "ok", 1, f"{source} ({fstype}, {mount.get('options', '')})", True)
+
+    def swaps(self) -> Iterator[Finding]:
+        swap = self.description.swap
+        try:
+            active = parsers.proc_swaps(self.host.read("/proc/swaps") or "")
+        except PermissionError:
+            yield Finding("swap", "active swap", "unknown", 1, "/proc/swaps is not readable", swap is not None)
+            return
+        ours = self.mappings.get(swap.name) if swap else None
+        if swap is not None:
+            status, detail = self._keyed_at_boot(swap.name)
+            in_use = ours is not None and any(self._kname(dev) == ours.kname for dev in active)
+            if status == "ok" and not in_use:
+                status, detail = "missing", f"/dev/mapper/{swap.name} is open but not in use as swap"
+            yield Finding("swap", f"{swap.device.path} as /dev/mapper/{swap.name}", status, 1, detail, True)
+            yield self._table(swap, "swap")
+        for device in active:
+            if ours is not None and self._kname(device) == ours.kname:
+                continue
+            chain = self._chain(device)
+            item = f"{device} ({chain[0]['name']})" if chain and chain[0].get("name") else device
+            how = self._swap_key(chain)
+            if how.startswith("keyed at boot"):
+                yield Finding("swap", item, "ok", 1, how, False)
+                continue
+            taken_over = swap is not None and swap.replace and self._on(device, swap.device.path)
+            status = "missing" if taken_over else "gap"
+            detail = f"{how}: what is swapped out outlives a reboot"
+            if taken_over:
+                detail += "; the description takes it over (reboot after applying)"
+            yield Finding("swap", item, status, 1, detail, taken_over)
+        if not active and swap is None:
+            yield Finding("swap", "no active swap", "ok", 1, "nothing is swapped out", False)
+
+    def _kname(self, device: str) -> str:
+        output = self.host.run(["lsblk", "-n", "-d", "-o", "KNAME", "--", device])
+        return output.out.strip() if output.rc == 0 else device.rsplit("/", 1)[-1]
+
+    def _chain(self, device: str) -> list[dict[str, str]]:
+        output = self.host.run(["lsblk", "-J", "-s", "-o", "NAME,KNAME,PATH,TYPE", "--", device])
+        return parsers.lsblk_chain(output.out) if output.rc == 0 else []
+
+    def _on(self, device: str, raw: str) -> bool:
+        """Whether ``device`` is ``raw`` or built on it."""
+        raw_kname = self._kname(raw)
+        return any(node.get("kname") == raw_kname for node in self._chain(device))
+
+    def _swap_key(self, chain: list[dict[str, str]]) -> str:
+        if not chain:
+            return "not a block device we can follow (a swap file?)"
+        for node in chain:
+            if node.get("type") != "crypt":
+                continue
+            name = node.get("name", "")
+            mapping = self.mappings.get(name)
+            kind = mapping.kind if mapping else "dm-crypt"
+            if kind == "PLAIN" and self._crypttab and self._crypttab.get(name, ("", "", ""))[1] == "/dev/urandom":
+                return f"keyed at boot (plain dm-crypt {name}, key from /dev/urandom)"
+            return f"under a persistent key ({kind} {name})"
+        return "not encrypted"
+
+    # --- Qubes ---
+
+    def _qubes(self, *argv: str) -> Output:
+        return self.host.run(list(argv))
+
+    def qubes(self) -> Iterator[Finding]:
+        qubes = self.description.qubes
+        if qubes is None:
+            return
+        probe = self._qubes("qubes-prefs", "--", "default_pool")
+        if probe.rc != 0:
+            yield Finding("qubes", "Qubes settings", "unknown", 1, _why(probe, "qubes-prefs") + " (not dom0?)", True)
+            return
+        pools = list(qubes.ephemeral_volatile_pools) if isinstance(qubes.ephemeral_volatile_pools, tuple) else []
+        if isinstance(qubes.ephemeral_volatile_pools, str):
+            for pref in ("default_pool", "default_pool_volatile"):
+                name = self._qubes("qubes-prefs", "--", pref).out.strip()
+                if name and name not in pools and name != qubes.pool:
+                    pools.append(name)
+        for pool in pools:
+            info = self._qubes("qvm-pool", "info", pool)
+            value = parsers.key_values(info.out).get("ephemeral_volatile", "False") if info.rc == 0 else None
+            status = "unknown" if value is None else ("ok" if value == "True" else "missing")
+            detail = _why(info, "qvm-pool info") if value is None else f"ephemeral_volatile {value}"
+            yield Finding("qubes", f"pool {pool}: volatile volumes keyed per start", status, 1, detail, True)
+        for template in qubes.disposable_templates:
+            yield from self._template(template.name, template.private == PRIVATE_COW)
+        if qubes.disposable_templates:
+            try:
+                version = _version(self.host.read(LOADED_STAMP) or "")
+            except PermissionError:
+                version = None
+            yield Finding("qubes", "qubesd extension loaded", "missing" if version is None else "ok", 1,
+                          f"{LOADED_STAMP} is missing" if version is None else f"version {version}", True)  # fmt: skip
+        if qubes.pool:
+            info = self._qubes("qvm-pool", "info", qubes.pool)
+            where = parsers.key_values(info.out).get("dir_path") if info.rc == 0 else None
+            expected = render_layout.pool_dir(self.description)
+            status = "ok" if where == expected else "missing"
+            detail = f"dir_path {where}" if where else "no such pool (apply again after the reboot)"
+            yield Finding("qubes", f"pool {qubes.pool} on the scratch filesystem", status, 1, detail, True)
+            if qubes.default_pool_volatile:
+                value = self._qubes("qubes-prefs", "--", "default_pool_volatile").out.strip()
+                yield Finding("qubes", "default_pool_volatile", "ok" if value == qubes.pool else "missing", 1,
+                              value or "unset", True)  # fmt: skip
+
+    def _template(self, name: str, cow: bool) -> Iterator[Finding]:
+        def read(*argv: str) -> str | None:
+            output = self._qubes(*argv)
+            return output.out.strip() if output.rc == 0 else None
+
+        checks = [
+            (f"{name}: root read-only (writes to the volatile volume)", read("qvm-volume", "info", f"{name}:root", "rw"), "False"),
+            (f"{name}: volatile volume keyed per start", read("qvm-volume", "info", f"{name}:volatile", "ephemeral"), "True"),
+            (f"{name}: feature {FEATURE}", read("qvm-features", "--", name, FEATURE), "1"),
+        ]  # fmt: skip
+        if cow:
+            checks.append((f"{name}: /rw on a copy-on-write (feature {PRIVATE_FEATURE})",
+                           read("qvm-features", "--", name, PRIVATE_FEATURE), PRIVATE_COW))  # fmt: skip
+        for item, value, wanted in checks:
+            status = "ok" if value == wanted else "missing"
+            yield Finding("qubes", item, status, 1, "not set" if value is None else value, True)
+        if not cow:
+            yield Finding("qubes", f"{name}: /rw of its disposables", "gap", 1, "private: persistent: what a "
+                          "disposable writes to /rw goes to a snapshot under the disk key", False)  # fmt: skip
+
+    def private_cow(self) -> Iterator[Finding]:
+        if not render_private_cow.needed(self.description):
+            return
+        kernels = self.host.listdir(str(KERNELS_DIR))
+        if not kernels:
+            yield Finding("patches", "VM kernels", "unknown", 1, f"{KERNELS_DIR} is empty or absent", True)
+        for kernel in kernels:
+            state = self.host.initramfs_status(f"{KERNELS_DIR}/{kernel}/initramfs")
+            if state in ("missing", "not-qubes"):
+                continue
+            status = {"patched": "ok", "unpatched": "missing"}.get(state, "unknown")
+            yield Finding("patches", f"VM kernel {kernel}: /rw copy-on-write in its initramfs", status, 1, state, True)
+        watch, why = self._unit_file_state(render_private_cow.PATH_UNIT)
+        status = "unknown" if watch is None else "ok" if watch == "enabled" else "missing"
+        yield Finding("patches", "new VM kernels are patched when installed", status, 1,
+                      why or f"{render_private_cow.PATH_UNIT} {watch}", True)  # fmt: skip
+
+    # --- dom0 logs ---
+
+    def traces(self) -> Iterator[Finding]:
+        traces = self.description.traces
+        scratch = self.description.scratch
+        if traces is None:
+            for path in ("/var/log/qubes", "/var/log/libvirt/libxl", "/var/log/xen/console"):
+                if self.host.is_dir(path) and self._mounted_on(path) is None:
+                    yield Finding("traces", path, "gap", 1, "on the persistent disk: logs name every qube", False)
+            return
+        for path in traces.paths:
+            mount = self._mounted_on(path)
+            source = mount.get("source", "") if mount else ""
+            if source.startswith(f"{naming.mapping(scratch.name)}[") and "/traces" in source:
+                yield Finding("traces", path, "ok", 1, f"on the scratch filesystem ({source})", True)
+            elif mount and mount.get("fstype") == "tmpfs":
+                yield Finding("traces", path, "ok", 1, "in memory (tmpfs): the scratch filesystem was missing", True)
+            else:
+                what = f"{source} ({mount.get('fstype')})" if mount else "on the persistent disk"
+                yield Finding("traces", path, "missing", 1, f"{what}; takes effect at the next boot", True)
+        yield self._journal(traces.journald == "volatile")
+
+    def _mounted_on(self, path: str) -> dict[str, str] | None:
+        output = self.host.run(["findmnt", "-J", "-o", "SOURCE,FSTYPE", "--mountpoint", path])
+        found = parsers.findmnt(output.out) if output.rc == 0 else []
+        return found[-1] if found else None
+
+    def _journal(self, volatile: bool) -> Finding:
+        item = "systemd journal"
+        written = [
+            name
+            for name in self.host.listdir("/var/log/journal")
+            if (self.host.mtime(f"/var/log/journal/{name}/system.journal") or 0) > self.host.boot_time()
+        ]
+        config = self.host.run(["systemd-analyze", "cat-config", "systemd/journald.conf"])
+        storage = parsers.journald_storage(config.out) if config.rc == 0 else None
+        if not volatile:
+            if written:
+                return Finding("traces", item, "gap", 1, "written to /var/log/journal: it names every qube", False)
+            return Finding("traces", item, "ok", 1, "not written to the disk since the boot", False)
+        if storage is None:
+            return Finding("traces", item, "unknown", 1, _why(config, "systemd-analyze cat-config"), True)
+        if storage != "volatile":
+            return Finding("traces", item, "missing", 1, f"Storage={storage} in journald's configuration", True)
+        if written:
+            return Finding("traces", item, "missing", 1, "Storage=volatile is set, but journald still writes to "
+                           "/var/log/journal: reboot", True)  # fmt: skip
+        return Finding("traces", item, "ok", 1, "in memory only (Storage=volatile)", True)
+
+    # --- the files we manage ---
+
+    def drift(self) -> Iterator[Finding]:
+        try:
+            changes = [c for c in diff.plan(self.manifest, self.host) if c.changed]
+        except PermissionError as error:
+            yield Finding("drift", "files as rendered", "unknown", None, f"cannot read {error}: run with sudo", True)
+            return
+        except ValueError as error:
+            yield Finding("drift", "files as rendered", "missing", None, str(error), True)
+            return
+        if not changes:
+            yield Finding("drift", "files as rendered", "ok", None, "every file matches the description", True)
+        for change in changes:
+            what = "absent" if change.before is None else "differs (qubes-ephemeral diff shows how)"
+            yield Finding("drift", change.target, "missing", None, f"{what}: apply the formula", True)
+
+
+def _version(stamp: str) -> str | None:
+    try:
+        return str(json.loads(stamp).get("version", "?"))
+    except (ValueError, AttributeError):
+        return None
+
+
+def audit(host: Host, description: Description, manifest: Manifest) -> list[Finding]:
+    return Audit(host, description, manifest).run()

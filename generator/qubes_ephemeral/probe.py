@@ -1,0 +1,191 @@
+"""How the audit looks at a live system: commands and files, read only.
+
+``Host`` is the one door: ``run`` for commands (argv lists, no shell, a
+minimal environment, a time limit), ``read``/``listdir``/``mtime`` for files.
+``RecordedHost`` plays back what a ``RecordingHost`` saw on a real machine,
+so the audit's tests run on recorded outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import vm_initramfs
+
+
+@dataclass(frozen=True)
+class Output:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def denied(self) -> bool:
+        text = self.err.lower()
+        return self.rc != 0 and ("permission denied" in text or "must be root" in text or "not permitted" in text)
+
+
+NOT_FOUND = 127
+
+
+class Host:
+    """The live system."""
+
+    def run(self, argv: Sequence[str]) -> Output:
+        # The user's environment (the Qubes tools need theirs), with messages in English to parse.
+        env = {**os.environ, "LC_ALL": "C"}
+        try:
+            done = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=60, check=False)
+        except FileNotFoundError:
+            return Output(NOT_FOUND, "", f"{argv[0]}: command not found")
+        except subprocess.TimeoutExpired:
+            return Output(124, "", f"{argv[0]}: timed out")
+        return Output(done.returncode, done.stdout, done.stderr)
+
+    def read(self, path: str) -> str | None:
+        """The text of ``path``; None when absent; PermissionError when not readable."""
+        try:
+            return Path(path).read_text(errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def mtime(self, path: str) -> float | None:
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return None
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            return os.readlink(path)
+        except OSError:
+            return None
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def initramfs_status(self, path: str) -> str:
+        return vm_initramfs.status(Path(path))
+
+    def boot_time(self) -> float:
+        uptime = float((self.read("/proc/uptime") or "0").split()[0])
+        return time.time() - uptime
+
+
+class RecordingHost(Host):
+    """The live system, writing down everything it was asked (for tests)."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, dict[str, object]] = {
+            kind: {} for kind in ("run", "read", "listdir", "mtime", "readlink", "is_dir", "exists", "initramfs")
+        }
+        self.record["boot_time"] = {"": super().boot_time()}
+
+    def run(self, argv: Sequence[str]) -> Output:
+        output = super().run(argv)
+        self.record["run"][json.dumps(list(argv))] = [output.rc, output.out, output.err]
+        return output
+
+    def read(self, path: str) -> str | None:
+        try:
+            text = super().read(path)
+        except PermissionError:
+            self.record["read"][path] = "<denied>"
+            raise
+        self.record["read"][path] = text
+        return text
+
+    def listdir(self, path: str) -> list[str]:
+        names = super().listdir(path)
+        self.record["listdir"][path] = names
+        return names
+
+    def mtime(self, path: str) -> float | None:
+        value = super().mtime(path)
+        self.record["mtime"][path] = value
+        return value
+
+    def readlink(self, path: str) -> str | None:
+        self.record["readlink"][path] = value = super().readlink(path)
+        return value
+
+    def is_dir(self, path: str) -> bool:
+        self.record["is_dir"][path] = value = super().is_dir(path)
+        return value
+
+    def exists(self, path: str) -> bool:
+        self.record["exists"][path] = value = super().exists(path)
+        return value
+
+    def initramfs_status(self, path: str) -> str:
+        self.record["initramfs"][path] = value = super().initramfs_status(path)
+        return value
+
+    def boot_time(self) -> float:
+        return float(self.record["boot_time"][""])  # type: ignore[arg-type]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.record, indent=1, sort_keys=True) + "\n")
+
+
+class RecordedHost(Host):
+    """Plays back a recording: what was not recorded is absent (a file) or
+    not found (a command), as on a machine that does not have it."""
+
+    def __init__(self, record: dict[str, dict[str, object]]) -> None:
+        self.record = record
+
+    @classmethod
+    def load(cls, path: Path) -> RecordedHost:
+        return cls(json.loads(path.read_text()))
+
+    def run(self, argv: Sequence[str]) -> Output:
+        found = self.record["run"].get(json.dumps(list(argv)))
+        if not isinstance(found, list):
+            return Output(NOT_FOUND, "", f"{argv[0]}: command not found")
+        return Output(int(found[0]), str(found[1]), str(found[2]))
+
+    def read(self, path: str) -> str | None:
+        text = self.record["read"].get(path)
+        if text == "<denied>":
+            raise PermissionError(path)
+        return None if text is None else str(text)
+
+    def listdir(self, path: str) -> list[str]:
+        names = self.record["listdir"].get(path, [])
+        return [str(name) for name in names] if isinstance(names, list) else []
+
+    def mtime(self, path: str) -> float | None:
+        value = self.record["mtime"].get(path)
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    def readlink(self, path: str) -> str | None:
+        value = self.record.get("readlink", {}).get(path)
+        return None if value is None else str(value)
+
+    def is_dir(self, path: str) -> bool:
+        return bool(self.record.get("is_dir", {}).get(path, False))
+
+    def exists(self, path: str) -> bool:
+        return bool(self.record.get("exists", {}).get(path, False))
+
+    def initramfs_status(self, path: str) -> str:
+        return str(self.record.get("initramfs", {}).get(path, "missing"))
+
+    def boot_time(self) -> float:
+        return float(self.record.get("boot_time", {}).get("", 0.0))  # type: ignore[arg-type]

@@ -1,0 +1,177 @@
+"""qubes-ephemeral audit, on recorded outputs.
+
+tests/audit_recordings/ holds what the audit read in the VM suite (dmsetup,
+blkid, swapon's /proc/swaps, findmnt, lsblk, systemctl, the emulated Qubes
+admin commands, sysfs), recorded with `audit --record` on three systems:
+before the formula was applied, after the apply and a reboot, and after
+clean (dom0's own swap back). The VM suite checks the same audit live; here
+the parsing and the verdicts are checked without booting anything, plus the
+edge cases a VM cannot easily show: key material in a table, no root,
+a description that is not valid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import PILLAR_EXAMPLE, run_cli
+from qubes_ephemeral import audit, audit_report, parsers
+from qubes_ephemeral.api import describe
+from qubes_ephemeral.probe import Output, RecordedHost
+from qubes_ephemeral.render import render
+
+RECORDINGS = Path(__file__).parent / "audit_recordings"
+# The pillar of the VM suite's first boots: pillar.example with journald: volatile.
+VM_PILLAR = PILLAR_EXAMPLE.read_text().replace("journald: unchanged", "journald: volatile")
+NO_SWAP_PILLAR = (
+    VM_PILLAR[: VM_PILLAR.index("  # Optional: swap on a device")]
+    + VM_PILLAR[VM_PILLAR.index("  # Optional: Qubes storage") :]
+)
+
+
+def replay(recording: str, pillar: str, tmp_path: Path, *extra: str):
+    path = tmp_path / "pillar.sls"
+    path.write_text(pillar)
+    return run_cli("audit", str(path), "--replay", str(RECORDINGS / f"{recording}.json"), *extra)
+
+
+def findings(result) -> list[dict[str, object]]:
+    return json.loads(result.stdout)["findings"]
+
+
+def test_before_apply_everything_is_missing_and_the_persistent_swap_shows(tmp_path: Path) -> None:
+    result = replay("before-apply", VM_PILLAR, tmp_path, "--json")
+    assert result.status == 1
+    found = findings(result)
+    scratch = {f["item"]: f["status"] for f in found if f["area"] == "scratch"}
+    assert scratch.pop("/dev/qubes_dom0/ephemeral holds no header") == "ok", "a fresh LV holds zeros"
+    assert scratch and set(scratch.values()) == {"missing"}
+    swap = [f for f in found if f["area"] == "swap" and str(f["item"]).startswith("/dev/dm-")]
+    assert len(swap) == 1 and swap[0]["status"] == "missing" and "not encrypted" in str(swap[0]["detail"])
+    assert any(f["area"] == "drift" and f["status"] == "missing" for f in found)
+
+
+def test_after_apply_and_reboot_everything_asked_for_is_in_place(tmp_path: Path) -> None:
+    result = replay("after-reboot", VM_PILLAR, tmp_path, "--json")
+    assert result.status == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert report["complete"] is True and report["counts"]["missing"] == 0 and report["counts"]["unknown"] == 0
+    by_item = {f["item"]: f for f in report["findings"]}
+    assert by_item["/dev/mapper/ephemeral cipher"]["detail"] == "aes-xts-plain64, 512 bits, 4096-byte sectors"
+    assert by_item["/dev/mapper/ephemeral-swap cipher"]["status"] == "ok"
+    assert by_item["/var/log/qubes"]["detail"].startswith("on the scratch filesystem (/dev/mapper/ephemeral[")
+    assert by_item["default-dvm: /rw of its disposables"]["status"] == "gap", "private: persistent leaves /rw"
+    assert by_item["qubesd extension loaded"]["status"] == "ok"
+
+
+def test_after_clean_the_swap_is_a_gap_again(tmp_path: Path) -> None:
+    result = replay("swap-gap", NO_SWAP_PILLAR, tmp_path, "--json")
+    swap = [f for f in findings(result) if f["area"] == "swap"]
+    assert len(swap) == 1 and swap[0]["status"] == "gap" and swap[0]["required"] is False
+    assert "not encrypted" in str(swap[0]["detail"])
+
+
+def test_table_output_is_plain_text_when_not_on_a_terminal(tmp_path: Path) -> None:
+    result = replay("after-reboot", VM_PILLAR, tmp_path)
+    assert result.status == 0
+    assert "\033[" not in result.stdout
+    assert result.stdout.splitlines()[0].split() == ["AREA", "STATUS", "LEVEL", "WHAT", "DETAIL"]
+    assert result.stdout.rstrip().endswith("17 ok, 0 missing, 1 gaps, 0 unknown")
+    coloured = audit_report.table([audit.Finding("swap", "x", "missing", 1, "d", True)], colour=True)
+    assert "\033[31mmissing" in coloured
+
+
+def test_an_invalid_description_exits_2(tmp_path: Path) -> None:
+    result = replay("after-reboot", VM_PILLAR.replace("/dev/qubes_dom0/ephemeral", "/dev/sdb"), tmp_path)
+    assert result.status == 2
+    assert "ephemeral.scratch.device" in result.stderr
+
+
+def test_json_schema_is_stable(tmp_path: Path) -> None:
+    report = json.loads(replay("after-reboot", VM_PILLAR, tmp_path, "--json").stdout)
+    assert set(report) == {"format", "description", "complete", "counts", "findings"}
+    assert report["format"] == 1
+    assert set(report["counts"]) == {"ok", "missing", "gap", "unknown"}
+    for finding in report["findings"]:
+        assert set(finding) == {"area", "item", "status", "level", "detail", "required"}
+        assert finding["status"] in ("ok", "missing", "gap", "unknown")
+
+
+# --- recorded by hand: what a VM does not show easily ---
+
+KEY = "6a" * 64  # a 512-bit key, as dmsetup table --showkeys would print it
+
+
+def host_with(**runs: tuple[int, str, str]) -> RecordedHost:
+    record: dict[str, dict[str, object]] = {"run": {}, "read": {}, "listdir": {}, "exists": {}}
+    for argv, output in runs.items():
+        record["run"][json.dumps(argv.split("|"))] = list(output)
+    record["listdir"]["/sys/block"] = ["dm-3"]
+    record["read"].update({"/sys/block/dm-3/dm/name": "ephemeral\n", "/sys/block/dm-3/dm/uuid": "CRYPT-PLAIN-ephemeral\n",
+                           "/sys/block/dm-3/dev": "253:3\n", "/etc/crypttab": "ephemeral /dev/qubes_dom0/ephemeral "
+                           "/dev/urandom plain\n", "/proc/swaps": "Filename Type Size Used Priority\n"})  # fmt: skip
+    return RecordedHost(record)
+
+
+MINIMAL = describe(b"ephemeral:\n  scratch:\n    device: /dev/qubes_dom0/ephemeral\n")
+
+
+def test_key_material_is_never_printed_even_if_a_table_carries_it() -> None:
+    table = f"0 67108864 crypt aes-xts-plain64 {KEY} 0 254:3 0 3 no_read_workqueue no_write_workqueue sector_size:4096"
+    host = host_with(**{"dmsetup|table|--|ephemeral": (0, table, "")})
+    found = audit.Audit(host, MINIMAL, render(MINIMAL))._table(MINIMAL.scratch, "scratch")
+    assert found.status == "ok" and found.detail == "aes-xts-plain64, 512 bits, 4096-byte sectors"
+    text = audit_report.table([found], colour=False) + audit_report.as_json([found], "x")
+    assert KEY not in text and "6a6a" not in text
+
+
+def test_without_root_the_audit_says_what_it_could_not_check() -> None:
+    denied = (1, "", "/dev/mapper/control: open failed: Permission denied\nFailure to communicate with kernel")
+    host = host_with(**{"dmsetup|table|--|ephemeral": denied, "blkid|-p|-o|export|--|/dev/qubes_dom0/ephemeral": (
+        2, "", "error: /dev/qubes_dom0/ephemeral: Permission denied\n")})  # fmt: skip
+    host.record["exists"]["/dev/qubes_dom0/ephemeral"] = True
+    checker = audit.Audit(host, MINIMAL, render(MINIMAL))
+    table = checker._table(MINIMAL.scratch, "scratch")
+    assert table.status == "unknown" and table.detail == "dmsetup table needs root: run the audit with sudo"
+    header = checker._no_header(MINIMAL.scratch, "scratch")
+    assert header.status == "unknown" and "needs root" in header.detail
+    assert audit.exit_code([table]) == 1, "what could not be checked is not reported as in place"
+
+
+def test_a_plain_mapping_with_a_stored_key_is_not_keyed_at_boot() -> None:
+    host = host_with()
+    host.record["read"]["/etc/crypttab"] = "ephemeral /dev/qubes_dom0/ephemeral /etc/ephemeral.key plain\n"
+    status, detail = audit.Audit(host, MINIMAL, render(MINIMAL))._keyed_at_boot("ephemeral")
+    assert status == "missing" and "/etc/ephemeral.key" in detail
+
+
+@pytest.mark.parametrize(
+    ("table", "bits", "sector", "cipher"),
+    [
+        ("0 8 crypt aes-xts-plain64 " + "0" * 128 + " 0 254:3 0", 512, 512, "aes-xts-plain64"),
+        ("0 8 crypt aes-xts-plain64 :64:logon:cryptsetup:abc 0 254:3 0 1 sector_size:4096", 512, 4096, "aes-xts-plain64"),
+        ("0 8 crypt aes-cbc-essiv:sha256 " + "0" * 64 + " 0 8:16 0 1 allow_discards", 256, 512, "aes-cbc-essiv:sha256"),
+    ],
+)  # fmt: skip
+def test_crypt_target_reads_cipher_key_size_and_sector_size(table: str, bits: int, sector: int, cipher: str) -> None:
+    target = parsers.crypt_target(table)
+    assert target is not None
+    assert (target.cipher, target.key_bits, target.sector_size) == (cipher, bits, sector)
+    assert parsers.crypt_target("0 8 linear 254:3 0") is None
+
+
+def test_small_parsers() -> None:
+    assert parsers.proc_swaps("Filename\tType\tSize\tUsed\tPriority\n/dev/dm-2  partition 1 0 -2\n") == ["/dev/dm-2"]
+    assert parsers.crypttab("# c\nname /dev/x /dev/urandom plain,swap\nbare /dev/y\n") == {
+        "name": ("/dev/x", "/dev/urandom", "plain,swap"), "bare": ("/dev/y", "none", "")}  # fmt: skip
+    assert parsers.journald_storage("[Journal]\nStorage=auto\n# drop-in\n[Journal]\nStorage=volatile\n") == "volatile"
+    chain = parsers.lsblk_chain(json.dumps({"blockdevices": [{"name": "swap", "type": "crypt", "children": [
+        {"name": "qubes_dom0-swap", "type": "lvm", "children": [{"name": "vdb", "type": "disk"}]}]}]}))  # fmt: skip
+    assert [node["type"] for node in chain] == ["crypt", "lvm", "disk"]
+
+
+def test_output_knows_a_permission_problem() -> None:
+    assert Output(1, "", "open failed: Permission denied").denied
+    assert not Output(1, "", "No such device").denied
