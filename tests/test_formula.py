@@ -149,3 +149,48 @@ def test_activate_now_refuses_a_device_that_holds_data(sandbox: Sandbox) -> None
     assert mount["result"] is False and "requisite" in str(mount["comment"]).lower()
     assert not any("start" in call for call in sandbox.systemctl_calls())
     assert sandbox.shell("blkid -p -o value -s TYPE /dev/qetest/data").stdout.strip() == "ext4"
+
+
+def without(pillar: str, section: str) -> str:
+    """The pillar without one optional section (from its comment to the next one)."""
+    start = pillar.index(f"  # Optional: {section}")
+    end = pillar.index("  # Optional", start + 1) if "  # Optional" in pillar[start + 1 :] else len(pillar)
+    return pillar[:start] + pillar[end:]
+
+
+def test_a_pillar_that_drops_a_section_leaves_nothing_of_it_and_clean_still_reverts_all(sandbox: Sandbox) -> None:
+    status, first = sandbox.apply()
+    assert status == 0, failed(first)
+    traces = [a.target for a in MANIFEST.artifacts if "traces" in a.id or a.id.startswith("consumer-")]
+    assert traces and all(sandbox.exists(target) for target in traces)
+
+    # Without traces: what only they needed goes, announced first by test=True.
+    sandbox.set_pillar(without(PILLAR_EXAMPLE.read_text(), "dom0 logs"))
+    status, dry = sandbox.apply(test=True)
+    pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
+    assert {"ephemeral-prune-traces-script", "ephemeral-prune-unit-traces"} <= pending
+    status, second = sandbox.apply()
+    assert status == 0, failed(second)
+    assert set(changed(second)) == pending
+    assert not any(sandbox.exists(target) for target in traces)
+    assert not sandbox.exists("/etc/systemd/system/libvirtd.service.d"), "our drop-in folder goes with the drop-in"
+    assert sandbox.systemctl_calls()[-1] == "daemon-reload"
+    status, third = sandbox.apply()
+    assert status == 0 and changed(third) == {}
+
+    # Without the swap takeover: refused, nothing changed (its swap may be in use).
+    fstab = sandbox.read("/etc/fstab")
+    sandbox.set_pillar(without(without(PILLAR_EXAMPLE.read_text(), "dom0 logs"), "swap on a device"))
+    status, refused = sandbox.apply()
+    assert status != 0
+    assert "no longer takes over the swap line" in "\n".join(failed(refused))
+    assert sandbox.read("/etc/fstab") == fstab
+
+    # Clean, with that pillar, still reverts what the last apply did: byte for byte.
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(clean)
+    assert sandbox.read("/etc/fstab") == DOM0_FSTAB and sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    for artifact in MANIFEST.artifacts:
+        if isinstance(artifact, File | Symlink | Directory):
+            assert not sandbox.exists(artifact.target), f"{artifact.target} left behind"
+    assert not sandbox.exists("/etc/qubes-ephemeral")

@@ -1,8 +1,12 @@
 {#- qubesctl state.apply ephemeral.clean: revert everything, in reverse
     order. crypttab and fstab come back byte-identical to before the first
-    apply; a swap volume that was taken over gets its swap signature back. -#}
-{%- from "ephemeral/map.jinja" import manifest, artifacts, tools with context %}
+    apply; a swap volume that was taken over gets its swap signature back.
+    What the last apply recorded counts too, so a pillar changed since is no
+    obstacle (map.jinja: stale). -#}
+{%- from "ephemeral/map.jinja" import manifest, artifacts, stale, previous, tools with context %}
 {%- set plan = manifest.activation %}
+{%- set swap = plan.swap if plan.swap is defined else previous.activation.get('swap') %}
+{%- set every = artifacts + stale %}
 {#- Qubes settings first: put back every value we replaced, as recorded
     (even for templates or pools no longer in the pillar). #}
 {%- set record = manifest.qubes_record %}
@@ -30,11 +34,11 @@ ephemeral-clean-vm-kernels:
     - name: {{ cow.tool }} revert
     - onlyif: {{ ('test -x ' ~ cow.tool ~ ' && ' ~ cow.tool ~ " status | grep -q ': patched$'") | json }}
 
-{%- if plan.swap is defined %}
+{%- if swap %}
 ephemeral-clean-swap-off:
   cmd.run:
-    - name: {{ tools.systemctl }} stop '{{ plan.swap.swap_unit }}' '{{ plan.swap.crypt_unit }}'
-    - onlyif: test -b {{ plan.swap.mapping }}
+    - name: {{ tools.systemctl }} stop '{{ swap.swap_unit }}' '{{ swap.crypt_unit }}'
+    - onlyif: test -b {{ swap.mapping }}
 {%- endif %}
 
 ephemeral-clean-scratch-unmount:
@@ -42,7 +46,7 @@ ephemeral-clean-scratch-unmount:
     - name: {{ tools.systemctl }} stop '{{ plan.scratch.mount_unit }}' '{{ plan.scratch.crypt_unit }}'
     - onlyif: test -b {{ plan.scratch.mapping }}
 
-{%- for artifact in artifacts if artifact.kind == 'comment-out' %}
+{%- for artifact in every if artifact.kind == 'comment-out' %}
 
 ephemeral-clean-{{ artifact.id }}:
   file.replace:
@@ -55,8 +59,8 @@ ephemeral-clean-{{ artifact.id }}:
 ephemeral-clean-{{ artifact.id }}-mkswap:
   cmd.run:
     # Our swap left noise on the volume; the restored line needs a signature.
-    - name: mkswap {{ plan.swap.device }}
-    - onlyif: test -b {{ plan.swap.device }} && ! blkid -p {{ plan.swap.device }} >/dev/null 2>&1
+    - name: mkswap {{ swap.device }}
+    - onlyif: test -b {{ swap.device }} && ! blkid -p {{ swap.device }} >/dev/null 2>&1
     - require:
       - cmd: ephemeral-clean-swap-off
 {%- endfor %}
@@ -72,7 +76,7 @@ ephemeral-clean-{{ artifact.id }}:
     - ignore_if_missing: True
 {%- endfor %}
 
-{%- for artifact in artifacts %}
+{%- for artifact in every %}
 {%-   if artifact.kind in ('file', 'symlink') %}
 
 ephemeral-clean-{{ artifact.id }}:
@@ -91,7 +95,7 @@ ephemeral-clean-{{ artifact.id }}:
 
 {#- Drop-in folders we created, when nothing but our drop-in is in them
     (so that test=True announces the removal too). #}
-{%- for artifact in artifacts if artifact.kind == 'file' and artifact.target.endswith('.d/50-qubes-ephemeral.conf') %}
+{%- for artifact in every if artifact.kind == 'file' and artifact.target.endswith('.d/50-qubes-ephemeral.conf') %}
 {%-   set folder = salt['file.dirname'](artifact.target) %}
 
 ephemeral-clean-{{ artifact.id }}-folder:
@@ -110,3 +114,20 @@ ephemeral-clean-daemon-reload:
 {%- for artifact in artifacts if artifact.id in manifest.daemon_reload_when_changed %}
       - file: ephemeral-clean-{{ artifact.id }}
 {%- endfor %}
+{%- for artifact in stale if artifact.kind in ('file', 'symlink') and artifact.target.startswith('/etc/systemd/system/') %}
+      - file: ephemeral-clean-{{ artifact.id }}
+{%- endfor %}
+
+{#- Last: the record of what was applied, and our folder in /etc when empty. #}
+ephemeral-clean-applied-record:
+  file.absent:
+    - name: {{ manifest.applied_record | json }}
+
+ephemeral-clean-record-folder:
+  cmd.run:
+    - name: rmdir --ignore-fail-on-non-empty {{ salt['file.dirname'](manifest.applied_record) }}
+    - onlyif: test -d {{ salt['file.dirname'](manifest.applied_record) }}
+    # Empty but for the records this clean removes (so that test=True announces it too).
+    - unless: ls -A {{ salt['file.dirname'](manifest.applied_record) }} | grep -qvxE '{{ salt['file.basename'](manifest.applied_record) }}|{{ salt['file.basename'](manifest.qubes_record) }}'
+    - require:
+      - file: ephemeral-clean-applied-record

@@ -1,6 +1,7 @@
 # qubesctl state.apply ephemeral
 # Applies the manifest the generator renders from the ephemeral pillar.
 include:
+  - ephemeral.prune
   - ephemeral.config
   - ephemeral.swap
   - ephemeral.units
@@ -8,3 +9,4 @@ include:
   - ephemeral.activate
   - ephemeral.vm_kernels
   - ephemeral.qubes
+  - ephemeral.record

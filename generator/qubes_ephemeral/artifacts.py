@@ -6,6 +6,7 @@ derived: the formula applies artifacts and derives nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 from . import __version__
@@ -14,6 +15,10 @@ MARKER_START = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pilla
 MARKER_END = "# END qubes-ephemeral"
 # Where the formula records the Qubes values it replaced, for an exact revert.
 QUBES_RECORD = "/etc/qubes-ephemeral/qubes-originals.json"
+# Where the formula records what the last apply put in place (applied_record
+# below): the next apply removes what the pillar no longer asks for, and
+# clean reverts it even after the pillar changed.
+APPLIED_RECORD = "/etc/qubes-ephemeral/applied.json"
 # What clean needs to undo patches.dispvm_private_cow even when the pillar no
 # longer asks for it: the tool that reverts VM kernels' initramfs, its path unit.
 VM_INITRAMFS_TOOL = "/usr/local/libexec/qubes-ephemeral/vm-initramfs"
@@ -98,7 +103,7 @@ class Manifest:
     private_cow: dict[str, object] | None = None
 
     def as_dict(self, with_content: bool = True) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "format": 1,
             "generator": f"qubes-ephemeral {__version__}",
             "activate": self.activate,
@@ -109,7 +114,22 @@ class Manifest:
             "qubes_record": QUBES_RECORD,
             "private_cow": self.private_cow,
             "private_cow_cleanup": {"tool": VM_INITRAMFS_TOOL, "path_unit": VM_KERNELS_PATH_UNIT},
+            "applied_record": APPLIED_RECORD,
         }
+        if with_content:
+            data["applied_record_content"] = self.applied_record()
+        return data
+
+    def applied_record(self) -> str:
+        """What the formula writes to APPLIED_RECORD: every artifact without its
+        content (what undoing it needs), and the activation plan (which units
+        hold a device, which swap volume to give its signature back)."""
+        record = {
+            "format": 1,
+            "artifacts": [a.as_dict(with_content=False) for a in self.artifacts],
+            "activation": self.activation,
+        }
+        return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
 SYSTEMD_DIRS = ("/etc/systemd/system/", "/etc/crypttab", "/etc/fstab")
