@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Shared by the scripts: make (or reuse) the project's virtualenv.
-# Usage: . scripts/_venv.sh; ensure_venv DIR PYTHON EXTRAS
+# Shared by the scripts: the system tools the tests and the bench drive, and the
+# project's virtualenv. Usage: . scripts/_venv.sh; ensure_system_tools; ensure_venv DIR PYTHON EXTRAS
 set -euo pipefail
 
 pick_python() {
@@ -26,5 +26,25 @@ ensure_venv() {
         "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
         rm -f "$dir"/.installed-*
         touch "$stamp"
+    fi
+}
+
+ensure_system_tools() {
+    # System tools the tests drive for real (blkid, mkfs, cryptsetup, ...).
+    need_apt=()
+    for pair in blkid:util-linux mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs sfdisk:fdisk cryptsetup:cryptsetup-bin \
+                shellcheck:shellcheck systemd-escape:systemd unshare:util-linux \
+                qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap vagrant:vagrant \
+                cpio:cpio zstd:zstd xz:xz-utils rpmbuild:rpm; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+    done
+    # The VM suite boots Debian's stock kernel from the host's /boot.
+    compgen -G '/boot/vmlinuz-*-amd64' >/dev/null || need_apt+=(linux-image-amd64)
+    # `vagrant validate` of the Vagrantfile's libvirt provider needs the plugin.
+    dpkg -s vagrant-libvirt >/dev/null 2>&1 || need_apt+=(vagrant-libvirt)
+    if [ ${#need_apt[@]} -gt 0 ]; then
+        echo "+ apt-get install ${need_apt[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
     fi
 }

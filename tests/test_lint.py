@@ -18,11 +18,11 @@ def run(*command: str) -> None:
 
 
 def test_ruff_check() -> None:
-    run(sys.executable, "-m", "ruff", "check", "generator", "tests")
+    run(sys.executable, "-m", "ruff", "check", "generator", "tests", "bench", "packaging")
 
 
 def test_ruff_format() -> None:
-    run(sys.executable, "-m", "ruff", "format", "--check", "generator", "tests")
+    run(sys.executable, "-m", "ruff", "format", "--check", "generator", "tests", "bench", "packaging")
 
 
 def test_mypy_strict() -> None:

@@ -1,0 +1,193 @@
+"""The benchmark: boot-time cost and I/O of ephemeral storage against the
+alternatives, side by side in one VM run, plus the formula's no-op re-apply
+and the generator on a large description.
+
+Usage: scripts/bench [--quick] [--out DIR]
+
+It boots the test VM once (tests/vm, QEMU/TCG) with a 32 GiB sparse LV (4 GiB
+with --quick, and small fio sizes), installs the package as in dom0, runs
+bench/guest.py there, and writes into DIR (default bench/results):
+latest.json and a dated copy (every run, the machine, the date, medians and
+ratios), latest.md (the tables) and latest.png (the chart). A full run into
+bench/results also puts the tables and the chart into the README, between
+its bench markers. Nothing is timed against a limit: these are figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests" / "vm"), str(ROOT / "bench")]
+
+import report  # noqa: E402
+import vmharness  # noqa: E402
+
+MODES = {
+    "full": {"lv_size": "32G", "format_runs": 7, "io_runs": 5, "seq_size": "256M", "rand_size": "32M", "salt_runs": 7},
+    "quick": {"lv_size": "4G", "format_runs": 5, "io_runs": 5, "seq_size": "8M", "rand_size": "2M", "salt_runs": 5},
+}
+README_START = "<!-- BEGIN bench (written by scripts/bench; do not edit) -->"
+README_END = "<!-- END bench -->"
+
+JOB = """set -eu
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+OUT=/mnt/host/out
+pvcreate -q /dev/vdb
+vgcreate -q qubes_dom0 /dev/vdb
+lvcreate -q -y -L {lv_size} -n bench qubes_dom0
+lvcreate -q -y -L 512M -n ephemeral qubes_dom0
+lvcreate -q -y -L 256M -n swap qubes_dom0
+mkswap -q /dev/qubes_dom0/swap
+udevadm settle
+# qubes-ephemeral as in dom0, with the emulated Qubes admin commands (as in the VM suite).
+mkdir -p /tmp/package /srv/pillar /srv/bench-salt /var/lib/qubes-emulation
+tar -xzf qubes-ephemeral.tar.gz -C /tmp/package
+for installer in /tmp/package/qubes-ephemeral-*/install.sh; do "$installer" --force --no-restart >/dev/null; done
+cp -r qubes_emulation /opt/qubes-emulation
+for command in qvm-pool qvm-volume qvm-prefs qubes-prefs qvm-features; do
+    ln -s /opt/qubes-emulation/qubes_admin.py "/usr/local/bin/$command"
+done
+export QUBES_EMULATION_STATE=/var/lib/qubes-emulation/state.json
+python3 -c 'import json, qubes_emulation as q; print(json.dumps(q.dom0_like_state()))' >"$QUBES_EMULATION_STATE"
+cp pillar/* /srv/pillar/
+printf 'bench-trivial:\\n  file.managed:\\n    - name: /tmp/bench-trivial\\n    - contents: one file\\n' >/srv/bench-salt/trivial.sls
+# Apply the formula once (activate: boot): the bench reads our formatter from its unit.
+salt-call --local --pillar-root=/srv/pillar --out=quiet state.apply ephemeral >/dev/null 2>&1 || true
+test -e /etc/systemd/system/qubes-ephemeral-format.service
+python3 guest.py config.json >"$OUT/bench.json"
+"""
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")  # fmt: skip
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False)
+    return {
+        "host_cpu": cpu,
+        "host_cores": len(
+            [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor")]
+        ),
+        "host_kernel": platform.release(),
+        "qemu": qemu.stdout.split()[3] if qemu.returncode == 0 else "unknown",
+        "accelerator": "tcg",
+    }
+
+
+def bench_generator(templates: int = 200, runs: int = 5) -> dict[str, Any]:
+    """Validate and render a description with many disposable templates, in this process."""
+    from qubes_ephemeral.api import describe
+    from qubes_ephemeral.render import render
+
+    names = "".join(f"      dvm-{index:03d}: {{private: persistent}}\n" for index in range(templates))
+    text = ("ephemeral:\n  scratch:\n    device: /dev/qubes_dom0/ephemeral\n  qubes:\n    disposable_templates:\n"
+            + names).encode()  # fmt: skip
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        manifest = render(describe(text))
+        seconds.append(time.perf_counter() - start)
+    assert len(manifest.qubes["settings"]) == 4 * templates  # type: ignore[index]
+    tracemalloc.start()
+    render(describe(text))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"templates": templates, "seconds": report.stats(seconds), "peak_kib": peak / 1024,
+            "python": platform.python_version()}  # fmt: skip
+
+
+def package_tarball(work: Path) -> bytes:
+    dist = work / "dist"
+    subprocess.run([str(ROOT / "packaging" / "build"), str(dist)], check=True, capture_output=True)
+    return next(dist.glob("qubes-ephemeral-*.tar.gz")).read_bytes()
+
+
+def run_vm(mode: str, work: Path) -> dict[str, Any]:
+    config = MODES[mode]
+    vm = vmharness.VM(work)
+    files: dict[str, Path | str | bytes] = {
+        "guest.py": (ROOT / "bench" / "guest.py").read_text(),
+        "config.json": json.dumps({"device": "/dev/qubes_dom0/bench", **config}),
+        "qubes-ephemeral.tar.gz": package_tarball(work),
+        "qubes_emulation": ROOT / "tests" / "qubes_emulation",
+        "pillar/top.sls": "base:\n  '*':\n    - ephemeral\n",
+        "pillar/ephemeral.sls": (ROOT / "pillar.example").read_text(),
+    }
+    boot = vm.boot(JOB.format(**config), files)
+    if boot.rc != 0:
+        raise SystemExit(f"bench: the VM job failed (exit {boot.rc}):\n{boot.stderr[-3000:]}")
+    return json.loads((boot.out / "bench.json").read_text())
+
+
+def update_readme(markdown: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(README_START), text.index(README_END)
+    block = f"{README_START}\n{markdown}\n![Benchmark chart](bench/results/latest.png)\n{README_END}"
+    readme.write_text(text[:start] + block + text[end + len(README_END) :])
+
+
+def write_reports(result: dict[str, Any], out: Path, mode: str) -> None:
+    """latest.md and latest.png from a result; the README too for a full run into bench/results."""
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = report.markdown(result)
+    (out / "latest.md").write_text(markdown)
+    report.chart(result, str(out / "latest.png"))
+    if mode == "full" and out.resolve() == (ROOT / "bench" / "results").resolve():
+        update_readme(markdown)
+    print(markdown)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (what CI runs)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the results")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench", help="the VM's disks and logs")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="no new measurement: write the table, chart (and README) again from a result file")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+        result["summary"] = report.summarise(result["raw"])
+        write_reports(result, args.out, result["config"]["mode"])
+        return 0
+    mode = "quick" if args.quick else "full"
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    now = datetime.datetime.now(datetime.UTC)
+    raw = run_vm(mode, args.work)
+    result = {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "guest": raw.pop("guest"),
+        "config": {"mode": mode, **MODES[mode]},
+        "raw": raw,
+        "generator": bench_generator(),
+    }
+    result["summary"] = report.summarise(raw)
+    # The two figures issue 7 names, at the top level too.
+    result["format_ratio_vs_tmp"] = result["summary"]["format_ratio_vs_tmp"]
+    result["seq_write_ratio_vs_raw"] = result["summary"]["seq_write_ratio_vs_raw"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=1, sort_keys=True) + "\n"
+    (args.out / "latest.json").write_text(text)
+    (args.out / f"{now.strftime('%Y-%m-%dT%H%M%SZ')}-{mode}.json").write_text(text)
+    write_reports(result, args.out, mode)
+    print(f"format ratio vs tmp=ext4: {result['format_ratio_vs_tmp']:.3f} (median of "
+          f"{len(raw['format']['ours'])} runs each); seq write ratio vs raw: {result['seq_write_ratio_vs_raw']:.2f}")  # fmt: skip
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
