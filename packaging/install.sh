@@ -119,6 +119,8 @@ install_tree() {
 
 if [ "$action" = uninstall ]; then
     uninstall
+    # The extension is gone: forget that qubesd had loaded it (the formula and the audit check this).
+    if [ "$root" = "" ]; then rm -f /run/qubes-ephemeral/qubesd-extension.json; fi
     restart_qubesd
 else
     install_tree

@@ -93,6 +93,7 @@ def test_rpm_is_noarch_for_both_dom0_pythons_and_restarts_qubesd(dist: Path) -> 
     assert "python3-pyyaml" in requires and "python3-jinja2" in requires
     scripts = rpm_query(dist, "--scripts")
     assert "systemctl try-restart qubesd.service" in scripts, "qubesd must be restarted to load the extension"
+    assert "rm -f /run/qubes-ephemeral/qubesd-extension.json" in scripts, "removed: not reported as loaded"
 
 
 def test_rpm_payload_and_tarball_hold_the_same_tree(payload: Path, tarball: Path) -> None:
