@@ -42,31 +42,24 @@ def crypt_target(table: str) -> CryptTarget | None:
     return CryptTarget(cipher, key_bits, device, sector, options)
 
 
+def _flatten(nodes: list[dict[str, object]]) -> list[dict[str, str]]:
+    """A tree of JSON nodes with "children" (findmnt -J, lsblk -J), depth first."""
+    found: list[dict[str, str]] = []
+    for node in nodes:
+        found.append({k: str(v) for k, v in node.items() if k != "children" and v is not None})
+        found += _flatten(node.get("children", []))  # type: ignore[arg-type]
+    return found
+
+
 def findmnt(text: str) -> list[dict[str, str]]:
     """``findmnt -J ...``: its filesystems, flattened."""
-    found: list[dict[str, str]] = []
-
-    def walk(nodes: list[dict[str, object]]) -> None:
-        for node in nodes:
-            found.append({k: str(v) for k, v in node.items() if k != "children" and v is not None})
-            walk(node.get("children", []))  # type: ignore[arg-type]
-
-    walk(json.loads(text or "{}").get("filesystems", []))
-    return found
+    return _flatten(json.loads(text or "{}").get("filesystems", []))
 
 
 def lsblk_chain(text: str) -> list[dict[str, str]]:
     """``lsblk -J -s -o NAME,PATH,TYPE DEVICE``: the device and every device
     under it (what it is built on), nearest first."""
-    chain: list[dict[str, str]] = []
-
-    def walk(nodes: list[dict[str, object]]) -> None:
-        for node in nodes:
-            chain.append({k: str(v) for k, v in node.items() if k != "children" and v is not None})
-            walk(node.get("children", []))  # type: ignore[arg-type]
-
-    walk(json.loads(text or "{}").get("blockdevices", []))
-    return chain
+    return _flatten(json.loads(text or "{}").get("blockdevices", []))
 
 
 def proc_swaps(text: str) -> list[str]:
