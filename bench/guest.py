@@ -33,7 +33,12 @@ MAKEFS = "/lib/systemd/systemd-makefs"
 
 
 def run(argv, **kwargs):
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+    result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(argv)}: exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result
 
 
 def ours_mkfs(fs):
@@ -158,7 +163,8 @@ def bench_salt(runs):
         # The formula's file root comes from the package's minion.d file, as in dom0.
         roots = ["--file-root=/srv/bench-salt"] if state == "trivial" else []
         start = time.monotonic()
-        run(["salt-call", "--local", "--pillar-root=/srv/pillar", *roots, "--out=quiet", "state.apply", state])
+        run(["salt-call", "--local", "--pillar-root=/srv/pillar", *roots, "--out=highstate",
+             "--state-verbose=False", "state.apply", state])  # fmt: skip
         return time.monotonic() - start
 
     call("ephemeral")  # the first apply changes things; not measured

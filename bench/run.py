@@ -63,7 +63,7 @@ python3 -c 'import json, qubes_emulation as q; print(json.dumps(q.dom0_like_stat
 cp pillar/* /srv/pillar/
 printf 'bench-trivial:\\n  file.managed:\\n    - name: /tmp/bench-trivial\\n    - contents: one file\\n' >/srv/bench-salt/trivial.sls
 # Apply the formula once (activate: boot): the bench reads our formatter from its unit.
-salt-call --local --pillar-root=/srv/pillar --out=quiet state.apply ephemeral >/dev/null 2>&1 || true
+salt-call --local --pillar-root=/srv/pillar state.apply ephemeral >"$OUT/first-apply.log" 2>&1 || true
 test -e /etc/systemd/system/qubes-ephemeral-format.service
 python3 guest.py config.json >"$OUT/bench.json"
 """
