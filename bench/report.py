@@ -32,11 +32,13 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     """The guest's runs -> medians and ratios (the guest's runs are kept)."""
-    fmt = {name: {step: stats([run[step] for run in runs]) for step in runs[0]} for name, runs in raw["format"].items()}
+    # In the labels' order, whatever order the guest ran them in: tables that diff well.
+    fmt = {name: {step: stats([run[step] for run in runs]) for step in runs[0]}
+           for name, runs in _ordered(raw["format"], FORMAT_LABELS)}  # fmt: skip
     ours_total = fmt["ours"]["total"]["median"]
     format_ratios_to_ours = {name: steps["total"]["median"] / ours_total for name, steps in fmt.items()}
     io: dict[str, dict[str, Any]] = {}
-    for setup, workloads in raw["io"].items():
+    for setup, workloads in _ordered(raw["io"], IO_LABELS):
         io[setup] = {}
         for workload, runs in workloads.items():
             key = "iops" if workload == "rand_write_4k" else "bytes_per_second"
@@ -55,6 +57,12 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         "salt_reapply_ratio_vs_trivial": salt["reapply_ephemeral"]["median"] / salt["trivial_state"]["median"],
         "cryptsetup_benchmark": raw["cryptsetup_benchmark"],
     }
+
+
+def _ordered(found: dict[str, Any], labels: dict[str, str]) -> list[tuple[str, Any]]:
+    """``found``'s items, known names first in ``labels``' order."""
+    rank = {name: index for index, name in enumerate(labels)}
+    return sorted(found.items(), key=lambda item: rank.get(item[0], len(rank)))
 
 
 def _spread(s: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
