@@ -66,6 +66,20 @@ def test_after_apply_and_reboot_everything_asked_for_is_in_place(tmp_path: Path)
     assert by_item["qubesd extension loaded"]["status"] == "ok"
 
 
+def test_a_stamp_from_a_qubesd_that_no_longer_runs_is_not_loaded(tmp_path: Path) -> None:
+    # The after-reboot system, but qubesd restarted since and did not load the
+    # extension: the PID in the stamp no longer names a process.
+    record = json.loads((RECORDINGS / "after-reboot.json").read_text())
+    pid = json.loads(record["read"]["/run/qubes-ephemeral/qubesd-extension.json"])["pid"]
+    assert "/usr/bin/qubesd" in record["read"].pop(f"/proc/{pid}/cmdline"), "the stand-in runs as qubesd"
+    (tmp_path / "restarted.json").write_text(json.dumps(record))
+    (tmp_path / "pillar.sls").write_text(VM_PILLAR)
+    result = run_cli("audit", str(tmp_path / "pillar.sls"), "--replay", str(tmp_path / "restarted.json"), "--json")
+    assert result.status == 1
+    extension = next(f for f in findings(result) if f["item"] == "qubesd extension loaded")
+    assert extension["status"] == "missing" and f"PID {pid}, which no longer runs" in str(extension["detail"])
+
+
 def test_after_clean_the_swap_is_a_gap_again(tmp_path: Path) -> None:
     result = replay("swap-gap", NO_SWAP_PILLAR, tmp_path, "--json")
     swap = [f for f in findings(result) if f["area"] == "swap"]

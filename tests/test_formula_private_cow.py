@@ -13,6 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import pytest
 from conftest import PILLAR_EXAMPLE, ROOT
@@ -32,6 +35,20 @@ def cow_pillar() -> str:
             .replace("dispvm_private_cow: false", "dispvm_private_cow: true"))  # fmt: skip
 
 
+@pytest.fixture
+def qubesd() -> Iterator[subprocess.Popen[bytes]]:
+    """A process named as qubesd is on its command line (python3 /usr/bin/qubesd):
+    the extension's stamp names the PID of the qubesd that loaded it."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "/usr/bin/qubesd"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def loaded_by(process: subprocess.Popen[bytes]) -> str:
+    return json.dumps({"version": "0.1.0", "pid": process.pid})
+
+
 def put_bytes(box: Sandbox, path: str, data: bytes) -> None:
     encoded = base64.b64encode(data).decode()
     result = box.shell(f"mkdir -p \"$(dirname '{path}')\" && echo '{encoded}' | base64 -d > '{path}'")
@@ -42,7 +59,7 @@ def digest(box: Sandbox, path: str) -> str:
     return box.shell(f"sha256sum '{path}'").stdout.split()[0]
 
 
-def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbox, tmp_path) -> None:  # noqa: F811
+def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbox, tmp_path, qubesd) -> None:  # noqa: F811
     sandbox.set_pillar(cow_pillar())
     kernel = f"{KERNELS}/6.6.48-1.qubes.fc37.x86_64/initramfs"
     original = make_initramfs(tmp=tmp_path)
@@ -62,8 +79,16 @@ def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbo
     assert patched.strip().endswith(": patched")
     assert digest(sandbox, f"{KERNELS}/pvgrub2/initramfs") == hashlib.sha256(other).hexdigest()
 
-    # qubesd loaded the extension (it writes the stamp): dry run, apply, re-apply.
+    # A stamp left by a qubesd that no longer runs (PID 1 is not qubesd): still refused.
     sandbox.put(STAMP, json.dumps({"version": "0.1.0", "pid": 1}))
+    status, stale = sandbox.apply()
+    assert status != 0
+    message = "\n".join(failed(stale))
+    assert "written by qubesd PID 1, which no longer runs" in message and "private: cow needs it" in message
+    assert not any(call[:4] == list(PRIVATE) for call in sandbox.qubes_calls())
+
+    # The running qubesd loaded the extension (it wrote the stamp): dry run, apply, re-apply.
+    sandbox.put(STAMP, loaded_by(qubesd))
     status, dry = sandbox.apply(test=True)
     pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
     assert pending == {"ephemeral-qubes-feature-default-dvm-qubes-ephemeral-private"}
@@ -95,9 +120,9 @@ def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbo
     assert status == 0 and changed(again) == {}
 
 
-def test_a_kernel_init_this_version_does_not_know_fails_the_state(sandbox: Sandbox, tmp_path) -> None:  # noqa: F811
+def test_a_kernel_init_this_version_does_not_know_fails_the_state(sandbox: Sandbox, tmp_path, qubesd) -> None:  # noqa: F811
     sandbox.set_pillar(cow_pillar())
-    sandbox.put(STAMP, "{}")
+    sandbox.put(STAMP, loaded_by(qubesd))
     unknown = make_initramfs(init="#!/bin/sh\n# dmroot, but mounted differently\nmount -o rw dmroot /sysroot\n",
                              tmp=tmp_path)  # fmt: skip
     put_bytes(sandbox, f"{KERNELS}/7.0.0/initramfs", unknown)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from initramfs_fixtures import make_initramfs
+from qubes_ephemeral.qubesd_extension_feature import loaded_by_running_qubesd
 
 STANDIN = Path(__file__).parent / "qubesd_standin"
 KERNEL = "6.6.48-1.qubes.fc37.x86_64"
@@ -59,6 +61,48 @@ def make_template(vm, marked: bool, private: str | None = None):
 def test_loading_writes_the_stamp_the_formula_checks(qubes) -> None:
     stamp = json.loads((qubes.tmp / "run" / "qubesd-extension.json").read_text())
     assert stamp["version"] == importlib.import_module("qubes_ephemeral").__version__
+    assert stamp["pid"] == os.getpid(), "the PID of the qubesd that loaded it"
+
+
+# How the formula and the audit read the stamp: loaded only by a qubesd that still runs.
+QUBESD = "/usr/bin/python3\0/usr/bin/qubesd\0"
+
+
+def verdict(stamp: str | None, proc: dict[str, str]) -> tuple[bool | None, str]:
+    def read(path: str) -> str | None:
+        if proc.get(path) == "<denied>":
+            raise PermissionError(path)
+        return proc.get(path)
+
+    return loaded_by_running_qubesd(stamp, read)
+
+
+def test_a_stamp_from_the_running_qubesd_means_loaded() -> None:
+    loaded, detail = verdict('{"version": "0.2.0", "pid": 4242}', {"/proc/4242/cmdline": QUBESD})
+    assert loaded is True and detail == "version 0.2.0, in qubesd PID 4242"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "proc", "why"),
+    [
+        (None, {}, "is missing"),
+        ("{}", {}, "is not one the extension writes"),
+        ('{"version": "0.2.0"}', {}, "is not one the extension writes"),
+        ("not json", {}, "is not one the extension writes"),
+        # qubesd restarted and did not load it: the old PID is gone, or now another program's
+        ('{"version": "0.2.0", "pid": 4242}', {}, "PID 4242, which no longer runs"),
+        ('{"version": "0.2.0", "pid": 4242}', {"/proc/4242/cmdline": "/usr/bin/bash\0"}, "which no longer runs"),
+        ('{"version": "0.2.0", "pid": 4242}', {"/proc/4242/cmdline": "/usr/bin/qubesd-query\0"}, "no longer"),
+    ],
+)
+def test_a_missing_odd_or_stale_stamp_is_not_loaded(stamp: str | None, proc: dict[str, str], why: str) -> None:
+    loaded, detail = verdict(stamp, proc)
+    assert loaded is False and why in detail
+
+
+def test_an_unreadable_process_cannot_tell() -> None:
+    loaded, detail = verdict('{"pid": 4242}', {"/proc/4242/cmdline": "<denied>"})
+    assert loaded is None and "not readable" in detail
 
 
 def test_disposable_of_a_marked_template_starts_forgetful(qubes) -> None:

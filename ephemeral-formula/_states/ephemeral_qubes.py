@@ -136,18 +136,15 @@ def set_(name, get, set, value, record, key=None, default=None, unset=None, miss
 
 
 def extension_loaded(name, stamp, mandatory, hint):
-    """The qubesd extension is loaded: qubesd wrote ``stamp`` when it loaded
-    it (since the last boot: the stamp lives under /run). When it is not,
-    fail if ``mandatory``, else pass with a warning."""
+    """The qubesd extension is loaded by the qubesd running now: it wrote
+    ``stamp`` (under /run, so since the boot) with that qubesd's PID. When it
+    is not, fail if ``mandatory``, else pass with a warning."""
     ret = _ret(name)
-    try:
-        with open(stamp) as handle:
-            loaded = json.load(handle)
-        ret["comment"] = "the qubesd extension qubes-ephemeral {} is loaded".format(loaded.get("version", "?"))
+    found = __salt__["ephemeral.qubesd_extension"](stamp)
+    if found["loaded"]:
+        ret["comment"] = "the qubesd extension qubes-ephemeral is loaded: {}".format(found["detail"])
         return ret
-    except (OSError, ValueError):
-        pass
-    message = "the qubes-ephemeral qubesd extension is not loaded ({} is missing)".format(stamp)
+    message = "the qubes-ephemeral qubesd extension is not loaded ({})".format(found["detail"])
     if mandatory:
         ret.update(result=False, comment="{}: private: cow needs it; {}".format(message, hint))
     else:

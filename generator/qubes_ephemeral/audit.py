@@ -15,7 +15,6 @@ commands' info/read forms) and reads files, all through a probe.Host.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -23,7 +22,7 @@ from . import diff, naming, parsers, render_layout, render_private_cow
 from .artifacts import Manifest
 from .model import Crypt, Description, Scratch
 from .probe import NOT_FOUND, Host, Output
-from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE
+from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE, loaded_by_running_qubesd
 from .render import PROTECT_UNIT
 from .vm_initramfs import KERNELS_DIR
 
@@ -281,11 +280,11 @@ class Audit:
             yield from self._template(template.name, template.private == PRIVATE_COW)
         if qubes.disposable_templates:
             try:
-                version = _version(self.host.read(LOADED_STAMP) or "")
+                loaded, detail = loaded_by_running_qubesd(self.host.read(LOADED_STAMP), self.host.read)
             except PermissionError:
-                version = None
-            yield Finding("qubes", "qubesd extension loaded", "missing" if version is None else "ok", 1,
-                          f"{LOADED_STAMP} is missing" if version is None else f"version {version}", True)  # fmt: skip
+                loaded, detail = None, f"{LOADED_STAMP} is not readable"
+            status = "unknown" if loaded is None else ("ok" if loaded else "missing")
+            yield Finding("qubes", "qubesd extension loaded", status, 1, detail, True)
         if qubes.pool:
             info = self._qubes("qvm-pool", "info", qubes.pool)
             where = parsers.key_values(info.out).get("dir_path") if info.rc == 0 else None
@@ -400,13 +399,6 @@ class Audit:
         for change in changes:
             what = "absent" if change.before is None else "differs (qubes-ephemeral diff shows how)"
             yield Finding("drift", change.target, "missing", None, f"{what}: apply the formula", True)
-
-
-def _version(stamp: str) -> str | None:
-    try:
-        return str(json.loads(stamp).get("version", "?"))
-    except (ValueError, AttributeError):
-        return None
 
 
 def audit(host: Host, description: Description, manifest: Manifest) -> list[Finding]:

@@ -37,24 +37,28 @@ echo "$C7" >/var/log/qe-control.log  # a log we do not cover: the control for C4
 # Stand-ins for the services that write dom0's logs about qubes: each records,
 # as it starts, what its log directory is mounted from. The one for qubesd also
 # loads the qubes.ext extensions as qubesd does (qubes/ext/__init__.py
-# get_extensions), with tests/qubesd_standin as its qubes package.
+# get_extensions), with tests/qubesd_standin as its qubes package, and then
+# keeps running under qubesd's name, as the extension's stamp expects.
 cp -r qubesd_standin /opt/qubesd-standin
 for unit in qubesd:/var/log/qubes libvirtd:/var/log/libvirt/libxl xenconsoled:/var/log/xen/console; do
     name=${unit%%:*} dir=${unit#*:}
     mkdir -p "$dir"
-    load=""
+    record="/bin/sh -c 'echo \"$name \$\$(findmnt -n -o FSTYPE,SOURCE --target $dir | head -n1) \$\$(ls -d /var/lib/qubes-ephemeral/pools/ephemeral/appvms 2>/dev/null)\" >/run/qe-writer-$name'"
     if [ "$name" = qubesd ]; then
-        load="ExecStart=/usr/bin/python3 -c 'from importlib.metadata import entry_points; [e.load()() for e in entry_points(group=\"qubes.ext\")]'
+        service="Type=simple
+ExecStartPre=$record
+ExecStart=/usr/bin/python3 -c 'import time; from importlib.metadata import entry_points; [e.load()() for e in entry_points(group=\"qubes.ext\")]; time.sleep(10**6)' /usr/bin/qubesd
 Environment=PYTHONPATH=/opt/qubesd-standin:/usr/lib/python3.11/site-packages"
+    else
+        service="Type=oneshot
+RemainAfterExit=yes
+ExecStart=$record"
     fi
     cat >"/etc/systemd/system/$name.service" <<UNIT
 [Unit]
 Description=Stand-in for $name: records where its logs go
 [Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'echo "$name \$\$(findmnt -n -o FSTYPE,SOURCE --target $dir | head -n1) \$\$(ls -d /var/lib/qubes-ephemeral/pools/ephemeral/appvms 2>/dev/null)" >/run/qe-writer-$name'
-$load
+$service
 [Install]
 WantedBy=multi-user.target
 UNIT

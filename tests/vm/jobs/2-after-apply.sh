@@ -24,11 +24,10 @@ logger "$C5"
 journalctl --header >"$OUT/journal-header" 2>&1 || true
 
 # Now the Qubes side in full: a pool on the scratch filesystem as the default
-# for volatile volumes, and the /rw copy-on-write (the extension's stamp
-# stands in for qubesd loading it; two VM kernels stand in for dom0's).
+# for volatile volumes, and the /rw copy-on-write (the qubesd stand-in loaded
+# the extension at boot; two VM kernels stand in for dom0's).
 cp cow-pillar.sls /srv/pillar/ephemeral.sls
-mkdir -p /run/qubes-ephemeral /var/lib/qubes/vm-kernels
-echo '{"version": "emulated"}' >/run/qubes-ephemeral/qubesd-extension.json
+mkdir -p /var/lib/qubes/vm-kernels
 cp -r kernels/6.6.1 /var/lib/qubes/vm-kernels/
 salt_apply ephemeral apply-full-1.json
 salt_apply ephemeral apply-full-2.json
