@@ -69,12 +69,14 @@ QUBESD = "/usr/bin/python3\0/usr/bin/qubesd\0"
 
 
 def verdict(stamp: str | None, proc: dict[str, str]) -> tuple[bool | None, str]:
-    def read(path: str) -> str | None:
-        if proc.get(path) == "<denied>":
-            raise PermissionError(path)
-        return proc.get(path)
+    files = {**proc, "/run/qubes-ephemeral/qubesd-extension.json": stamp}
 
-    return loaded_by_running_qubesd(stamp, read)
+    def read(path: str) -> str | None:
+        if files.get(path) == "<denied>":
+            raise PermissionError(path)
+        return files.get(path)
+
+    return loaded_by_running_qubesd(read)
 
 
 def test_a_stamp_from_the_running_qubesd_means_loaded() -> None:
@@ -102,7 +104,12 @@ def test_a_missing_odd_or_stale_stamp_is_not_loaded(stamp: str | None, proc: dic
 
 def test_an_unreadable_process_cannot_tell() -> None:
     loaded, detail = verdict('{"pid": 4242}', {"/proc/4242/cmdline": "<denied>"})
-    assert loaded is None and "not readable" in detail
+    assert loaded is None and detail == "/proc/4242/cmdline is not readable"
+
+
+def test_an_unreadable_stamp_cannot_tell() -> None:
+    loaded, detail = verdict("<denied>", {})
+    assert loaded is None and detail == "/run/qubes-ephemeral/qubesd-extension.json is not readable"
 
 
 def test_disposable_of_a_marked_template_starts_forgetful(qubes) -> None:

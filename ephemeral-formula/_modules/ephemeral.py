@@ -86,19 +86,9 @@ def qubesd_extension(stamp, saltenv="base"):
     """Whether the running qubesd loaded the qubesd extension: ``{"loaded":
     True, False or None (cannot tell), "detail": why}``, from ``stamp`` (the
     file the extension writes, with qubesd's PID) and /proc."""
-
-    def read(path):
-        try:
-            with open(path, errors="replace") as handle:
-                return handle.read()
-        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
-            return None
-
     _generator(saltenv)
+    import qubes_ephemeral.probe  # noqa: PLC0415
     import qubes_ephemeral.qubesd_extension_feature as feature  # noqa: PLC0415
 
-    try:
-        loaded, detail = feature.loaded_by_running_qubesd(read(stamp), read)
-    except PermissionError as error:
-        loaded, detail = None, "{} is not readable".format(error.filename or stamp)
+    loaded, detail = feature.loaded_by_running_qubesd(qubes_ephemeral.probe.Host().read, stamp)
     return {"loaded": loaded, "detail": detail}

@@ -22,7 +22,7 @@ from . import diff, naming, parsers, render_layout, render_private_cow
 from .artifacts import Manifest
 from .model import Crypt, Description, Scratch
 from .probe import NOT_FOUND, Host, Output
-from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE, loaded_by_running_qubesd
+from .qubesd_extension_feature import FEATURE, PRIVATE_COW, PRIVATE_FEATURE, loaded_by_running_qubesd
 from .render import PROTECT_UNIT
 from .vm_initramfs import KERNELS_DIR
 
@@ -279,10 +279,7 @@ class Audit:
         for template in qubes.disposable_templates:
             yield from self._template(template.name, template.private == PRIVATE_COW)
         if qubes.disposable_templates:
-            try:
-                loaded, detail = loaded_by_running_qubesd(self.host.read(LOADED_STAMP), self.host.read)
-            except PermissionError:
-                loaded, detail = None, f"{LOADED_STAMP} is not readable"
+            loaded, detail = loaded_by_running_qubesd(self.host.read)
             status = "unknown" if loaded is None else ("ok" if loaded else "missing")
             yield Finding("qubes", "qubesd extension loaded", status, 1, detail, True)
         if qubes.pool:

@@ -49,10 +49,11 @@ class Host:
         return Output(done.returncode, done.stdout, done.stderr)
 
     def read(self, path: str) -> str | None:
-        """The text of ``path``; None when absent; PermissionError when not readable."""
+        """The text of ``path``; None when absent (or, under /proc, its process
+        gone meanwhile); PermissionError when not readable."""
         try:
             return Path(path).read_text(errors="replace")
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
             return None
 
     def listdir(self, path: str) -> list[str]:

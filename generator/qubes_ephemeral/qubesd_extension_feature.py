@@ -16,30 +16,35 @@ PRIVATE_COW = "cow"
 LOADED_STAMP = "/run/qubes-ephemeral/qubesd-extension.json"
 
 
-def loaded_by_running_qubesd(stamp: str | None, read: Callable[[str], str | None]) -> tuple[bool | None, str]:
-    """Whether the qubesd running now loaded the extension, from the stamp's text
-    and ``read`` (a file's text, None when absent; it may raise PermissionError).
+def loaded_by_running_qubesd(read: Callable[[str], str | None], stamp: str = LOADED_STAMP) -> tuple[bool | None, str]:
+    """Whether the qubesd running now loaded the extension, from its stamp and
+    /proc, through ``read`` (a file's text, None when absent; it may raise
+    PermissionError).
 
     The stamp holds the PID of the qubesd that wrote it. A stamp alone is not
     enough: a qubesd restarted after an update that broke the extension leaves
     the old stamp behind, and disposables would start unprotected while
     everything reported "loaded". None: it could not be told.
     """
-    if stamp is None:
-        return False, f"{LOADED_STAMP} is missing: qubesd has not loaded it since the boot"
     try:
-        fields = json.loads(stamp)
+        text = read(stamp)
+    except PermissionError:
+        return None, f"{stamp} is not readable"
+    if text is None:
+        return False, f"{stamp} is missing: qubesd has not loaded it since the boot"
+    try:
+        fields = json.loads(text)
         pid = int(fields["pid"])
         version = str(fields.get("version", "?"))
     except (ValueError, TypeError, KeyError):
-        return False, f"{LOADED_STAMP} is not one the extension writes"
+        return False, f"{stamp} is not one the extension writes"
     try:
         cmdline = read(f"/proc/{pid}/cmdline")
     except PermissionError:
         return None, f"/proc/{pid}/cmdline is not readable"
     if cmdline is None or "qubesd" not in (arg.rsplit("/", 1)[-1] for arg in cmdline.split("\0")):
         return False, (
-            f"{LOADED_STAMP} was written by qubesd PID {pid}, which no longer runs: "
+            f"{stamp} was written by qubesd PID {pid}, which no longer runs: "
             "the running qubesd did not load the extension (see: journalctl -u qubesd)"
         )
     return True, f"version {version}, in qubesd PID {pid}"
