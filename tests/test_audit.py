@@ -189,3 +189,26 @@ def test_small_parsers() -> None:
 def test_output_knows_a_permission_problem() -> None:
     assert Output(1, "", "open failed: Permission denied").denied
     assert not Output(1, "", "No such device").denied
+
+
+@pytest.mark.parametrize(
+    ("uuid", "key", "status", "how"),
+    [
+        ("CRYPT-PLAIN-cryptswap", "/dev/urandom", "ok", "keyed at boot (plain dm-crypt cryptswap, key from /dev/urandom)"),
+        ("CRYPT-PLAIN-cryptswap", "/etc/swap.key", "gap", "under a persistent key (PLAIN cryptswap)"),
+        ("CRYPT-LUKS2-0123-cryptswap", "none", "gap", "under a persistent key (LUKS2 cryptswap)"),
+    ],
+)  # fmt: skip
+def test_a_swap_we_do_not_manage_is_judged_by_its_key(uuid: str, key: str, status: str, how: str) -> None:
+    chain = {"blockdevices": [{"name": "cryptswap", "kname": "dm-5", "path": "/dev/mapper/cryptswap", "type": "crypt",
+                               "children": [{"name": "sda2", "kname": "sda2", "path": "/dev/sda2", "type": "part"}]}]}  # fmt: skip
+    host = host_with(**{"lsblk|-J|-s|-o|NAME,KNAME,PATH,TYPE|--|/dev/dm-5": (0, json.dumps(chain), "")})
+    host.record["listdir"]["/sys/block"] = ["dm-3", "dm-5"]
+    host.record["read"].update({
+        "/sys/block/dm-5/dm/name": "cryptswap\n", "/sys/block/dm-5/dm/uuid": f"{uuid}\n", "/sys/block/dm-5/dev": "253:5\n",
+        "/proc/swaps": "Filename Type Size Used Priority\n/dev/dm-5 partition 1 0 -2\n",
+        "/etc/crypttab": f"cryptswap /dev/sda2 {key} swap\n",
+    })  # fmt: skip
+    [found] = audit.Audit(host, MINIMAL, render(MINIMAL)).swaps()
+    assert (found.item, found.status, found.required) == ("/dev/dm-5 (cryptswap)", status, False)
+    assert found.detail.startswith(how)
