@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 from . import diff, naming, parsers, render_layout, render_private_cow
 from .artifacts import Manifest
@@ -244,11 +245,10 @@ class Audit:
             if node.get("type") != "crypt":
                 continue
             name = node.get("name", "")
-            mapping = self.mappings.get(name)
-            kind = mapping.kind if mapping else "dm-crypt"
-            if kind == "PLAIN" and self._crypttab and self._crypttab.get(name, ("", "", ""))[1] == "/dev/urandom":
+            if self._keyed_at_boot(name)[0] == "ok":
                 return f"keyed at boot (plain dm-crypt {name}, key from /dev/urandom)"
-            return f"under a persistent key ({kind} {name})"
+            mapping = self.mappings.get(name)
+            return f"under a persistent key ({mapping.kind if mapping else 'dm-crypt'} {name})"
         return "not encrypted"
 
     # --- Qubes ---
@@ -264,12 +264,13 @@ class Audit:
         if probe.rc != 0:
             yield Finding("qubes", "Qubes settings", "unknown", 1, _why(probe, "qubes-prefs") + " (not dom0?)", True)
             return
-        pools = list(qubes.ephemeral_volatile_pools) if isinstance(qubes.ephemeral_volatile_pools, tuple) else []
-        if isinstance(qubes.ephemeral_volatile_pools, str):
-            for pref in ("default_pool", "default_pool_volatile"):
-                name = self._qubes("qubes-prefs", "--", pref).out.strip()
-                if name and name not in pools and name != qubes.pool:
-                    pools.append(name)
+        # The pools the formula sets (qubes.sls): listed, or found as the defaults.
+        plan = cast(dict[str, Any], (self.manifest.qubes or {})["pools"])
+        pools = list(plan["names"] or [])
+        for argv in plan["default_from_prefs"]:
+            name = self.host.run(argv).out.strip()
+            if name and name not in pools and name not in plan["default_excludes"]:
+                pools.append(name)
         for pool in pools:
             info = self._qubes("qvm-pool", "info", pool)
             value = parsers.key_values(info.out).get("ephemeral_volatile", "False") if info.rc == 0 else None
