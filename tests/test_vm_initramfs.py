@@ -83,7 +83,7 @@ def test_an_init_without_the_anchor_is_refused_and_left_alone(tmp_path: Path) ->
     assert list(tmp_path.glob(".initramfs.*")) == [], "no temporary file left behind"
 
 
-def test_an_initramfs_that_is_not_a_qubes_vm_one_is_skipped(tmp_path: Path) -> None:
+def test_an_initramfs_that_is_not_a_qubes_vm_one_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     kernels = tmp_path / "vm-kernels"
     (kernels / "pvgrub2").mkdir(parents=True)
     (kernels / "pvgrub2" / "initramfs").write_bytes(make_initramfs(init="#!/bin/sh\nexec /sbin/init\n", tmp=tmp_path))
@@ -98,6 +98,13 @@ def test_an_initramfs_that_is_not_a_qubes_vm_one_is_skipped(tmp_path: Path) -> N
     assert vm_initramfs.status(kernels / "6.6.1" / "initramfs") == "patched"
     assert (kernels / "pvgrub2" / "initramfs").read_bytes() == pvgrub
     assert vm_initramfs.main(["status", "--kernels-dir", str(kernels), "-q"]) == 0
+    # Again (as at every boot): nothing to do, nothing written, nothing said.
+    patched = (kernels / "6.6.1" / "initramfs").stat()
+    capsys.readouterr()
+    assert vm_initramfs.main(["apply", "--kernels-dir", str(kernels), "--hook", str(hook)]) == 0
+    assert capsys.readouterr() == ("", "")
+    again = (kernels / "6.6.1" / "initramfs").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (patched.st_ino, patched.st_mtime_ns)
     assert vm_initramfs.main(["revert", "--kernels-dir", str(kernels)]) == 0
     assert vm_initramfs.status(kernels / "6.6.1" / "initramfs") == "unpatched"
 

@@ -380,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.quiet:
                 print(f"{path}: {state}")
             continue
-        if state in ("missing", "not-qubes") or (args.action == "revert" and state == "unpatched"):
+        # Nothing to do: status read it already (at every boot, for every kernel: read once, not twice).
+        done = "patched" if args.action == "apply" else "unpatched"
+        if state in ("missing", "not-qubes", done):
             continue
         try:
             changed = apply(path, hook) if args.action == "apply" else revert(path)
