@@ -106,19 +106,13 @@ def bench_generator(templates: int = 200, runs: int = 5) -> dict[str, Any]:
             "python": platform.python_version()}  # fmt: skip
 
 
-def package_tarball(work: Path) -> bytes:
-    dist = work / "dist"
-    subprocess.run([str(ROOT / "packaging" / "build"), str(dist)], check=True, capture_output=True)
-    return next(dist.glob("qubes-ephemeral-*.tar.gz")).read_bytes()
-
-
 def run_vm(mode: str, work: Path) -> dict[str, Any]:
     config = MODES[mode]
     vm = vmharness.VM(work)
     files: dict[str, Path | str | bytes] = {
         "guest.py": (ROOT / "bench" / "guest.py").read_text(),
         "config.json": json.dumps({"device": "/dev/qubes_dom0/bench", **config}),
-        "qubes-ephemeral.tar.gz": package_tarball(work),
+        "qubes-ephemeral.tar.gz": vmharness.package_tarball(work),
         "qubes_emulation": ROOT / "tests" / "qubes_emulation",
         "pillar/top.sls": "base:\n  '*':\n    - ephemeral\n",
         "pillar/ephemeral.sls": (ROOT / "pillar.example").read_text(),

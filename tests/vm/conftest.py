@@ -11,14 +11,13 @@ import hashlib
 import os
 import secrets
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from initramfs_fixtures import QUBES_LIKE_INIT, make_initramfs
 from qubes_ephemeral import vm_initramfs
-from vmharness import ROOT, VM, Boot
+from vmharness import ROOT, VM, Boot, package_tarball
 
 JOBS = Path(__file__).parent / "jobs"
 GUEST = Path(__file__).parent / "guest"
@@ -46,13 +45,6 @@ NO_SWAP_PILLAR = (
     PILLAR[: PILLAR.index("  # Optional: swap on a device")] + PILLAR[PILLAR.index("  # Optional: Qubes storage") :]
 )
 APPENDED_MARK = "qubes-ephemeral-test: appended init ran"
-
-
-def package_tarball(work: Path) -> bytes:
-    """The tarball of the dom0 package, built by packaging/build as a user would."""
-    dist = work / "dist"
-    subprocess.run([str(ROOT / "packaging" / "build"), str(dist)], check=True, capture_output=True)
-    return next(dist.glob("qubes-ephemeral-*.tar.gz")).read_bytes()
 
 
 def appended_initrd(initrd: Path) -> bytes:

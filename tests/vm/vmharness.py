@@ -71,6 +71,13 @@ def image() -> Path:
     return path
 
 
+def package_tarball(work: Path) -> bytes:
+    """The tarball of the dom0 package, built by packaging/build as a user would."""
+    dist = work / "dist"
+    subprocess.run([str(ROOT / "packaging" / "build"), str(dist)], check=True, capture_output=True)
+    return next(dist.glob("qubes-ephemeral-*.tar.gz")).read_bytes()
+
+
 @dataclass
 class Boot:
     rc: int | None  # the job's exit status; None when the agent never ran
