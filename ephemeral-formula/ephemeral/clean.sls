@@ -4,6 +4,7 @@
     What the last apply recorded counts too, so a pillar changed since is no
     obstacle (map.jinja: stale). -#}
 {%- from "ephemeral/map.jinja" import manifest, artifacts, stale, previous, tools with context %}
+{%- from "ephemeral/remove.jinja" import remove with context %}
 {%- set plan = manifest.activation %}
 {%- set swap = plan.swap if plan.swap is defined else previous.activation.get('swap') %}
 {%- set every = artifacts + stale %}
@@ -76,35 +77,7 @@ ephemeral-clean-{{ artifact.id }}:
     - ignore_if_missing: True
 {%- endfor %}
 
-{%- for artifact in every %}
-{%-   if artifact.kind in ('file', 'symlink') %}
-
-ephemeral-clean-{{ artifact.id }}:
-  file.absent:
-    - name: {{ artifact.target | json }}
-{%-   elif artifact.kind == 'directory' %}
-
-ephemeral-clean-{{ artifact.id }}:
-  cmd.run:
-    - name: chattr -i {{ artifact.target }} && rmdir --ignore-fail-on-non-empty {{ artifact.target }}
-    - onlyif: test -d {{ artifact.target }} && ! mountpoint -q {{ artifact.target }}
-    - require:
-      - cmd: ephemeral-clean-scratch-unmount
-{%-   endif %}
-{%- endfor %}
-
-{#- Drop-in folders we created, when nothing but our drop-in is in them
-    (so that test=True announces the removal too). #}
-{%- for artifact in every if artifact.kind == 'file' and artifact.target.endswith('.d/50-qubes-ephemeral.conf') %}
-{%-   set folder = salt['file.dirname'](artifact.target) %}
-
-ephemeral-clean-{{ artifact.id }}-folder:
-  cmd.run:
-    - name: rmdir '{{ folder }}'
-    - onlyif: test -d '{{ folder }}'
-    - unless: ls -A '{{ folder }}' | grep -qvx '50-qubes-ephemeral.conf'
-    - require:
-      - file: ephemeral-clean-{{ artifact.id }}
+{%- for artifact in every %}{{ remove('ephemeral-clean', artifact, directory_require='cmd: ephemeral-clean-scratch-unmount') }}
 {%- endfor %}
 
 ephemeral-clean-daemon-reload:
