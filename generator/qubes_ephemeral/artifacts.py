@@ -13,6 +13,9 @@ from . import __version__
 
 MARKER_START = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pillar, not these lines)"
 MARKER_END = "# END qubes-ephemeral"
+# Where our units and our scripts go in dom0.
+UNIT_DIR = "/etc/systemd/system"
+LIBEXEC = "/usr/local/libexec/qubes-ephemeral"
 # Where the formula records the Qubes values it replaced, for an exact revert.
 QUBES_RECORD = "/etc/qubes-ephemeral/qubes-originals.json"
 # Where the formula records what the last apply put in place (applied_record
@@ -21,7 +24,7 @@ QUBES_RECORD = "/etc/qubes-ephemeral/qubes-originals.json"
 APPLIED_RECORD = "/etc/qubes-ephemeral/applied.json"
 # What clean needs to undo patches.dispvm_private_cow even when the pillar no
 # longer asks for it: the tool that reverts VM kernels' initramfs, its path unit.
-VM_INITRAMFS_TOOL = "/usr/local/libexec/qubes-ephemeral/vm-initramfs"
+VM_INITRAMFS_TOOL = f"{LIBEXEC}/vm-initramfs"
 VM_KERNELS_PATH_UNIT = "qubes-ephemeral-vm-kernels.path"
 # Prefix of a persistent swap line that the description took over.
 REPLACED_PREFIX = "#qubes-ephemeral-replaced# "
@@ -132,4 +135,4 @@ class Manifest:
         return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
-SYSTEMD_DIRS = ("/etc/systemd/system/", "/etc/crypttab", "/etc/fstab")
+SYSTEMD_DIRS = (f"{UNIT_DIR}/", "/etc/crypttab", "/etc/fstab")

@@ -6,12 +6,22 @@ import posixpath
 import re
 
 from . import naming, render_layout, render_private_cow, render_qubes
-from .artifacts import REPLACED_PREFIX, Artifact, Block, CommentOut, Directory, File, Manifest, Symlink
+from .artifacts import (
+    LIBEXEC,
+    REPLACED_PREFIX,
+    UNIT_DIR,
+    Artifact,
+    Block,
+    CommentOut,
+    Directory,
+    File,
+    Manifest,
+    Symlink,
+)
 from .model import Crypt, Description, Scratch, Swap
 from .templating import render_template as _template
 
-UNIT_DIR = "/etc/systemd/system"
-GUARD_PATH = "/usr/local/libexec/qubes-ephemeral/refuse-data"
+GUARD_PATH = f"{LIBEXEC}/refuse-data"
 FORMAT_UNIT = "qubes-ephemeral-format.service"
 PROTECT_UNIT = "qubes-ephemeral-protect.service"
 DROPIN = "50-qubes-ephemeral.conf"

@@ -13,12 +13,10 @@ from __future__ import annotations
 import posixpath
 
 from . import naming
-from .artifacts import Artifact, File
+from .artifacts import LIBEXEC, UNIT_DIR, Artifact, File
 from .model import Description
 from .templating import render_template
 
-UNIT_DIR = "/etc/systemd/system"
-LIBEXEC = "/usr/local/libexec/qubes-ephemeral"
 LAYOUT_UNIT = "qubes-ephemeral-layout.service"
 LAYOUT_SCRIPT = f"{LIBEXEC}/layout"
 TRACES_UNIT = "qubes-ephemeral-traces.service"

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import VM_INITRAMFS_TOOL, VM_KERNELS_PATH_UNIT, Artifact, File, Symlink
+from .artifacts import UNIT_DIR, VM_INITRAMFS_TOOL, VM_KERNELS_PATH_UNIT, Artifact, File, Symlink
 from .model import Description
 from .templating import render_template
 from .vm_initramfs import DEFAULT_HOOK, KERNELS_DIR
 
-UNIT_DIR = "/etc/systemd/system"
 TOOL = VM_INITRAMFS_TOOL
 SERVICE = "qubes-ephemeral-vm-kernels.service"
 PATH_UNIT = VM_KERNELS_PATH_UNIT
