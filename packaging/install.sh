@@ -61,9 +61,9 @@ uninstall() {
         return 0
     fi
     # Files and links first, then the folders we made, deepest first.
-    grep -v '^dir ' "$RECORD" | while read -r path; do
+    while read -r path; do
         rm -f "$root$path"
-    done
+    done <"$RECORD"
     dirs=$(grep '^dir ' "$RECORD.dirs" 2>/dev/null | sort -r || true)
     rm -f "$RECORD" "$RECORD.dirs"
     echo "$dirs" | while read -r _ path; do
@@ -77,36 +77,37 @@ install_tree() {
     [ -f "$RECORD.dirs" ] && cat "$RECORD.dirs" >"$new_record"
     changed=0
     cd "$here/tree"
-    for path in $(find . \( -type f -o -type l \) | sed 's|^\./||' | sort); do
-        target=$root/$path
+    # Every file and link of the tree, as a path from / (what RECORD holds).
+    find . \( -type f -o -type l \) | sed 's|^\.||' | sort >"$new_record.files"
+    while read -r path; do
+        source=.$path target=$root$path
         mkdirs "$(dirname "$target")"
-        if [ -L "$path" ]; then
-            link=$(readlink "$path")
+        if [ -L "$source" ]; then
+            link=$(readlink "$source")
             if [ ! -L "$target" ] || [ "$(readlink "$target")" != "$link" ]; then
                 rm -rf "$target"
                 ln -s "$link" "$target"
                 changed=$((changed + 1))
             fi
         else
-            mode=$(stat -c %a "$path")
-            if [ -L "$target" ] || ! cmp -s "$path" "$target" || [ "$(stat -c %a "$target")" != "$mode" ]; then
+            mode=$(stat -c %a "$source")
+            if [ -L "$target" ] || ! cmp -s "$source" "$target" || [ "$(stat -c %a "$target")" != "$mode" ]; then
                 rm -f "$target"
-                cp "$path" "$target"
+                cp "$source" "$target"
                 chmod "$mode" "$target"
                 changed=$((changed + 1))
             fi
         fi
-    done
+    done <"$new_record.files"
     # Files of an earlier version that this one no longer has.
     if [ -f "$RECORD" ]; then
-        find . \( -type f -o -type l \) | sed 's|^\.||' | sort >"$new_record.files"
         sort "$RECORD" | comm -23 - "$new_record.files" | while read -r path; do
             rm -f "$root$path"
             echo "removed $path (no longer part of qubes-ephemeral)"
         done
-        rm -f "$new_record.files"
     fi
-    find . \( -type f -o -type l \) | sed 's|^\.||' | sort >"$RECORD"
+    cat "$new_record.files" >"$RECORD"
+    rm -f "$new_record.files"
     grep '^dir ' "$new_record" | sort -u >"$RECORD.dirs" || true
     rm -f "$new_record"
     if [ "$changed" -eq 0 ]; then
