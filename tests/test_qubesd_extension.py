@@ -1,13 +1,21 @@
 """The qubesd extension, against a stand-in for the parts of qubesd it uses.
 
+This tier runs everywhere, CI included. The real-code tier
+(tests/upstream, release4.2, release4.3 and main of qubes-core-admin) runs
+the same extension inside qubesd's own code where the checkouts are given;
+what it proves there is the reference, and this stand-in follows it.
+
 tests/qubesd_standin follows qubes-core-admin's names and signatures: the
-Extension/handler API, domain-pre-start fired before storage starts and the
-volumes are attached, a disposable deriving its volumes and features from
-its disposable template. Proves: a disposable of a marked template starts
-with a read-only root and an ephemeral volatile volume (and, with private
-cow, a read-only private volume); the template, and disposables of
-unmarked templates, are untouched; a dom0 kernel whose initramfs lacks the
-/rw copy-on-write stops the start; qubesd loading it leaves a stamp.
+Extension/handler API (handlers from the class body, on LocalVM by
+default), domain-pre-start fired before storage starts and the volumes are
+attached, domain-spawn after, a disposable deriving its volumes and
+features from its disposable template. Proves: a disposable of a marked
+template starts with a read-only root and an ephemeral volatile volume
+(and, with private cow, a read-only private volume), and every setting is
+put back once it is spawned; the template, and disposables of unmarked
+templates, are untouched; an unpatched dom0 kernel refuses an unnamed
+disposable's start and starts a named one with /rw read-only; qubesd
+loading it leaves a stamp.
 """
 
 from __future__ import annotations
@@ -36,7 +44,6 @@ def qubes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     dispvm = importlib.import_module("qubes.vm.dispvm")
     ext = importlib.import_module("qubes.ext")
     exc = importlib.import_module("qubes.exc")
-    monkeypatch.setattr(vm.BaseVM, "__handlers__", {})
     monkeypatch.setattr(ext.Extension, "_instances", {})
     extension = importlib.import_module("qubes_ephemeral.qubesd_extension")
     kernels = tmp_path / "vm-kernels"
@@ -112,14 +119,22 @@ def test_an_unreadable_stamp_cannot_tell() -> None:
     assert loaded is None and detail == "/run/qubes-ephemeral/qubesd-extension.json is not readable"
 
 
+def settings(vm) -> dict[str, tuple[bool, object]]:
+    return {name: (volume.rw, volume._ephemeral) for name, volume in vm.volumes.items()}
+
+
 def test_disposable_of_a_marked_template_starts_forgetful(qubes) -> None:
     template = make_template(qubes.vm, marked=True)
     disposable = qubes.dispvm.DispVM("disp1234", template)
     assert disposable.volumes["root"].rw is True and disposable.volumes["volatile"].ephemeral is False
+    before = settings(disposable)
     disposable.start()
     assert disposable.attached["root"] == {"readonly": True, "ephemeral": False}
     assert disposable.attached["volatile"] == {"readonly": False, "ephemeral": True}
     assert disposable.attached["private"]["readonly"] is False, "/rw only with private: cow"
+    assert settings(disposable) == before, "put back once spawned: nothing for qubes.xml to keep"
+    disposable.shutdown()
+    assert settings(disposable) == before
     # The template itself stays as it was: it must keep working.
     assert template.volumes["root"].rw is True and template.volumes["volatile"].ephemeral is False
     template.start()
@@ -137,18 +152,32 @@ def test_private_cow_makes_the_private_volume_read_only_too(qubes) -> None:
     assert template.volumes["private"].rw is True, "the disposable template keeps a writable private volume"
 
 
-def test_private_cow_refuses_a_kernel_whose_initramfs_lacks_the_patch(qubes) -> None:
+def test_private_cow_refuses_an_unnamed_disposable_whose_kernel_lacks_the_patch(qubes) -> None:
     (qubes.kernels / KERNEL / "initramfs").write_bytes(make_initramfs())
     disposable = qubes.dispvm.DispVM("disp78", make_template(qubes.vm, marked=True, private="cow"))
+    before = settings(disposable)
     with pytest.raises(qubes.exc.QubesException, match="lacks the /rw copy-on-write"):
         disposable.start()
     assert disposable.attached is None, "the qube did not start"
+    assert settings(disposable) == before
 
 
-def test_private_cow_with_the_qubes_own_kernel_is_left_to_the_template(qubes) -> None:
+def test_private_cow_never_refuses_a_named_disposable_inside_a_start(qubes, caplog) -> None:
+    """R4.3 removes any disposable whose start raises: a named one starts with /rw read-only instead."""
+    (qubes.kernels / KERNEL / "initramfs").write_bytes(make_initramfs())
+    named = qubes.dispvm.DispVM("sys-net", make_template(qubes.vm, marked=True, private="cow"), auto_cleanup=False)
+    named.start()
+    assert named.attached["private"]["readonly"] is True, "fail closed: no writable persistent /rw"
+    assert "lacks the /rw copy-on-write" in caplog.text and "read-only" in caplog.text
+
+
+def test_private_cow_with_the_qubes_own_kernel_needs_its_template_to_carry_the_hook(qubes) -> None:
     template = make_template(qubes.vm, marked=True, private="cow")
-    template.template._kernel = ""  # the template boots its own kernel (its dracut module does the patch)
-    disposable = qubes.dispvm.DispVM("disp79", template)
+    template.template._kernel = ""  # the template boots its own kernel
+    with pytest.raises(qubes.exc.QubesException, match="its template's own kernel"):
+        qubes.dispvm.DispVM("disp79", template).start()
+    template.template.features["qubes-ephemeral-own-initramfs"] = "dracut"  # ephemeral.template applied there
+    disposable = qubes.dispvm.DispVM("disp80", template)
     disposable.start()
     assert disposable.attached["private"]["readonly"] is True
 

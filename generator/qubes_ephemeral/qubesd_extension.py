@@ -2,24 +2,41 @@
 
 Loaded by qubesd (qubes-core-admin) through the ``qubes.ext`` entry point;
 qubesd must be restarted to load it. When loaded, it writes
-/run/qubes-ephemeral/qubesd-extension.json, which the formula checks. It acts
-on ``domain-pre-start``, which qubesd fires before it starts the storage of
-a qube and renders its libvirt configuration, so what it sets applies to
-that very start:
+/run/qubes-ephemeral/qubesd-extension.json, which the formula checks.
+
+At ``domain-pre-start``, before qubesd starts the storage of a qube and
+renders its libvirt configuration, it protects that very start:
 
 - the disposable's root volume is read-only: the qube's initramfs then puts
   a copy-on-write layer for / on the volatile volume;
 - its volatile volume is ephemeral: qubesd opens it with a fresh random key;
 - with the feature ``qubes-ephemeral-private`` set to ``cow``, its private
   volume is read-only too, and the patched initramfs puts /rw on a second
-  copy-on-write layer on the volatile volume. The start is refused when the
-  qube boots a dom0-provided kernel whose initramfs lacks that patch.
+  copy-on-write layer on the volatile volume.
 
-It acts only on disposables whose disposable template (or that template's
-template) has the feature ``qubes-ephemeral`` set; disposables copy their
-template's features when they are created. The template itself is never
-touched. Doing this per start, not once on the template, also survives
-R4.2's qubesd, which does not save an explicit ``rw False`` across restarts.
+It acts only on disposables whose own features, or their template chain's,
+carry ``qubes-ephemeral``. The template itself is never touched.
+
+Nothing it changes outlives the start. Once qubesd has opened the volumes
+and written the libvirt configuration (``domain-spawn``), or the start
+failed, every setting is put back: the running qube keeps its read-only
+disks and its keyed volatile volume, and qubes.xml never keeps our
+settings. A named disposable is unchanged when the package goes, and
+nothing depends on whether a release saves ``rw False`` across a qubesd
+restart.
+
+It never removes a qube. R4.3's ``DispVM.start()`` removes any disposable
+whose start raises, named ones included, so a start is refused only where
+that costs nothing: at the admin API (``admin.vm.Start``, used by qvm-start
+and qrexec), before any start begins, and inside a start only for
+disposables that are removed at shutdown anyway. A named disposable started
+from inside qubesd (as a netvm, say) that cannot get its /rw copy-on-write
+starts with /rw read-only: fail closed, logged in qubesd's journal. Settings
+that would need such a refusal are refused when they are made: the
+``qubes-ephemeral-private`` feature and a qube's ``kernel``, set through
+the admin API (qvm-features, qvm-prefs, the formula). Only there: a
+disposable copies its template's features when it is created, and that
+copy must never fail.
 """
 
 from __future__ import annotations
@@ -29,56 +46,172 @@ import os
 from pathlib import Path
 from typing import Any
 
-import qubes.exc  # only inside qubesd
+import qubes.config  # only inside qubesd
+import qubes.exc
 import qubes.ext
+import qubes.vm
 import qubes.vm.dispvm
 
 from . import __version__, vm_initramfs
-from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE
+from .qubesd_extension_feature import (
+    FEATURE,
+    LOADED_STAMP,
+    OWN_INITRAMFS_DRACUT,
+    OWN_INITRAMFS_FEATURE,
+    PRIVATE_COW,
+    PRIVATE_FEATURE,
+)
+
+# What a start changes: (volume, attribute, protected value).
+PROTECTIONS = (("root", "rw", False), ("private", "rw", False), ("volatile", "ephemeral", True))
+# ephemeral is put back raw: None means "as its pool says", which the public setter cannot express.
+RAW = {"rw": "rw", "ephemeral": "_ephemeral"}
 
 
 class EphemeralDisposables(qubes.ext.Extension):
     stamp = Path(LOADED_STAMP)
-    kernels_dir = vm_initramfs.KERNELS_DIR
+    kernels_dir: Path | None = None  # None: qubesd's own (/var/lib/qubes/vm-kernels)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # What each running start changed, by qube: put back by _restore.
+        self.changed: dict[str, list[tuple[str, str, object]]] = getattr(self, "changed", {})
+        self.status_cache: dict[Path, tuple[tuple[int, int, int, int], str]] = getattr(self, "status_cache", {})
         try:
             self.stamp.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             self.stamp.write_text(json.dumps({"version": __version__, "pid": os.getpid()}) + "\n")
         except OSError:
             pass  # the formula then reports the extension as not loaded
 
+    # -- the start ---------------------------------------------------------
+
     @qubes.ext.handler("domain-pre-start")
     def on_domain_pre_start(self, vm: Any, event: str, **kwargs: object) -> None:
-        if not isinstance(vm, qubes.vm.dispvm.DispVM):
+        if not self._forgetful(vm):
             return
-        if not vm.features.check_with_template(FEATURE, None):
-            return
-        private_cow = vm.features.check_with_template(PRIVATE_FEATURE, None) == PRIVATE_COW
-        if private_cow:
-            self._check_kernel(vm)
-        root, volatile, private = vm.volumes["root"], vm.volumes["volatile"], vm.volumes["private"]
-        if root.rw:
-            root.rw = False
-            vm.log.info("qubes-ephemeral: root volume read-only, its writes go to the volatile volume")
-        if private_cow and private.rw:
-            private.rw = False
-            vm.log.info("qubes-ephemeral: private volume read-only, /rw writes go to the volatile volume")
-        if not volatile.ephemeral:
-            volatile.ephemeral = True
-            vm.log.info("qubes-ephemeral: volatile volume keyed for this start only")
+        private_cow = self._private_cow(vm)
+        problem = self._cow_problem(vm) if private_cow else None
+        if problem and getattr(vm, "auto_cleanup", False):
+            # Removed at shutdown anyway: refusing it loses nothing.
+            raise qubes.exc.QubesException(problem)
+        if problem:
+            vm.log.error("%s; it starts with /rw read-only (nothing it writes there is kept)", problem)
+        changes = self.changed.setdefault(vm.name, [])
+        for volume_name, attribute, value in PROTECTIONS:
+            if volume_name == "private" and not private_cow:
+                continue
+            volume = vm.volumes[volume_name]
+            if getattr(volume, attribute) == value:
+                continue  # already so (an ephemeral_volatile pool, say)
+            changes.append((volume_name, RAW[attribute], getattr(volume, RAW[attribute])))
+            setattr(volume, attribute, value)
+        if changes:
+            vm.log.info(
+                "qubes-ephemeral: for this start %s",
+                ", ".join(f"{name} {'read-only' if raw == 'rw' else 'ephemeral'}" for name, raw, _ in changes),
+            )
 
-    def _check_kernel(self, vm: Any) -> None:
-        """A dom0-provided kernel must carry the /rw copy-on-write in its initramfs."""
-        kernel = getattr(vm, "kernel", None)
-        if not kernel:
-            return  # the qube boots its own kernel: the template's dracut module does it
-        initramfs = self.kernels_dir / str(kernel) / "initramfs"
-        state = vm_initramfs.status(initramfs)
-        if state in ("patched", "not-qubes", "missing"):
+    @qubes.ext.handler("domain-spawn", "domain-start-failed")
+    def on_domain_spawn(self, vm: Any, event: str, **kwargs: object) -> None:
+        """The libvirt configuration is written (or the start failed): put every setting back."""
+        self._restore(vm)
+
+    @qubes.ext.handler("domain-stopped")
+    def on_domain_stopped(self, vm: Any, event: str, **kwargs: object) -> None:
+        """R4.2 closes a volume's dm-crypt mapping only while the volume says ephemeral.
+
+        Runs before qubesd's own handler stops the storage. What it finds is
+        what the start opened, so it holds across a qubesd restart too.
+        """
+        for name, volume in getattr(vm, "volumes", {}).items():
+            if not volume.ephemeral and os.path.exists(volume.encrypted_volume_path(vm.name, name)):
+                self.changed.setdefault(vm.name, []).append((name, "_ephemeral", volume._ephemeral))
+                volume._ephemeral = True
+
+    @qubes.ext.handler("domain-shutdown")
+    def on_domain_shutdown(self, vm: Any, event: str, **kwargs: object) -> None:
+        self._restore(vm)
+
+    def _restore(self, vm: Any) -> None:
+        for volume_name, raw, before in reversed(self.changed.pop(vm.name, [])):
+            if volume_name in vm.volumes:
+                setattr(vm.volumes[volume_name], raw, before)
+
+    # -- refusals that remove nothing --------------------------------------
+
+    @qubes.ext.handler("admin-permission:admin.vm.Start", vm=qubes.vm.BaseVM)
+    def on_admin_start(self, subject: Any, event: str, dest: Any = None, **kwargs: object) -> None:
+        if dest is None or not self._forgetful(dest) or not self._private_cow(dest):
             return
-        raise qubes.exc.QubesException(
+        problem = self._cow_problem(dest)
+        if problem:
+            raise qubes.exc.QubesException(problem)
+
+    @qubes.ext.handler("admin-permission:admin.vm.feature.Set", vm=qubes.vm.BaseVM)
+    def on_admin_feature_set(
+        self, subject: Any, event: str, dest: Any = None, arg: str = "", value: object = None, **kwargs: object
+    ) -> None:
+        if arg != PRIVATE_FEATURE or str(value) != PRIVATE_COW or dest is None:
+            return
+        problem = self._cow_problem(dest)
+        if problem:
+            raise qubes.exc.QubesException(f"{PRIVATE_FEATURE}={PRIVATE_COW} refused for {dest.name}: {problem}")
+
+    @qubes.ext.handler("admin-permission:admin.vm.property.Set", vm=qubes.vm.BaseVM)
+    def on_admin_property_set(
+        self, subject: Any, event: str, dest: Any = None, arg: str = "", newvalue: object = None, **kwargs: object
+    ) -> None:
+        if arg != "kernel" or dest is None or not self._private_cow(dest):
+            return
+        problem = self._cow_problem(dest, kernel=newvalue)
+        if problem:
+            raise qubes.exc.QubesException(f"kernel {newvalue!r} refused for {dest.name}: {problem}")
+
+    # -- what a qube needs -------------------------------------------------
+
+    @staticmethod
+    def _forgetful(vm: Any) -> bool:
+        return isinstance(vm, qubes.vm.dispvm.DispVM) and bool(vm.features.check_with_template(FEATURE, None))
+
+    @staticmethod
+    def _private_cow(vm: Any) -> bool:
+        return bool(vm.features.check_with_template(PRIVATE_FEATURE, None) == PRIVATE_COW)
+
+    def _cow_problem(self, vm: Any, kernel: object = ...) -> str | None:
+        """Why this qube cannot get its /rw copy-on-write, or None."""
+        if kernel is ...:
+            kernel = getattr(vm, "kernel", None)
+        if not kernel:
+            if vm.features.check_with_template(OWN_INITRAMFS_FEATURE, None) == OWN_INITRAMFS_DRACUT:
+                return None
+            return (
+                f"qubes-ephemeral: {vm.name} boots its template's own kernel, whose initramfs has no /rw "
+                "copy-on-write: give it a dom0-provided kernel (qvm-prefs QUBE kernel VERSION), or apply "
+                f"ephemeral.template in a dracut template and set its feature {OWN_INITRAMFS_FEATURE}={OWN_INITRAMFS_DRACUT}"
+            )
+        state = self._kernel_status(self._kernels_dir() / str(kernel) / "initramfs")
+        if state == "patched":
+            return None
+        return (
             f"qubes-ephemeral: the initramfs of VM kernel {kernel} lacks the /rw copy-on-write ({state}); "
             "in dom0 run: systemctl start qubes-ephemeral-vm-kernels.service"
         )
+
+    def _kernels_dir(self) -> Path:
+        if self.kernels_dir is not None:
+            return self.kernels_dir
+        return Path(str(qubes.config.qubes_base_dir), str(qubes.config.system_path["qubes_kernels_base_dir"]))
+
+    def _kernel_status(self, initramfs: Path) -> str:
+        """vm_initramfs.status, read again only when the file changed."""
+        try:
+            info = initramfs.stat()
+        except OSError:
+            return "missing"
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        cached = self.status_cache.get(initramfs)
+        if cached and cached[0] == key:
+            return cached[1]
+        state = vm_initramfs.status(initramfs)
+        self.status_cache[initramfs] = (key, state)
+        return state

@@ -12,6 +12,11 @@ FEATURE = "qubes-ephemeral"
 # and the VM's initramfs puts /rw on a copy-on-write on the volatile volume.
 PRIVATE_FEATURE = "qubes-ephemeral-private"
 PRIVATE_COW = "cow"
+# On a template whose qubes boot its own kernel: its initramfs carries the /rw
+# copy-on-write (value "dracut": the state ephemeral.template applied there).
+# Without it, private cow is refused for qubes that boot their own kernel.
+OWN_INITRAMFS_FEATURE = "qubes-ephemeral-own-initramfs"
+OWN_INITRAMFS_DRACUT = "dracut"
 # Written by the extension when qubesd loads it: the formula checks it.
 LOADED_STAMP = "/run/qubes-ephemeral/qubesd-extension.json"
 

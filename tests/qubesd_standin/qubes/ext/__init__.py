@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from qubes.vm import BaseVM
+from qubes.vm import LocalVM
 
 
 def handler(*events, vm=None, system=False):
@@ -12,7 +12,7 @@ def handler(*events, vm=None, system=False):
 
     def decorator(func):
         func.ha_events = events
-        func.ha_vm = vm if vm is not None else BaseVM
+        func.ha_vm = vm if vm is not None else LocalVM
         func.ha_system = system
         return func
 
@@ -20,7 +20,8 @@ def handler(*events, vm=None, system=False):
 
 
 class Extension:
-    """A singleton; instantiating it registers its handlers, as upstream's __new__ does."""
+    """A singleton; instantiating it registers the handlers of its own class body
+    (cls.__dict__, not dir(cls)), as upstream's __new__ does."""
 
     _instances: dict[type, Extension] = {}
 
@@ -29,7 +30,7 @@ class Extension:
             return Extension._instances[cls]
         instance = super().__new__(cls)
         Extension._instances[cls] = instance
-        for name in dir(cls):
+        for name in cls.__dict__:
             method = getattr(cls, name)
             for event in getattr(method, "ha_events", ()):
                 method.ha_vm.add_handler(event, getattr(instance, name))

@@ -29,6 +29,10 @@ class Volume:
             )
         self._ephemeral = bool(value)
 
+    def encrypted_volume_path(self, qube_name, device_name):
+        # qubes/storage/__init__.py: the dm-crypt mapping of an ephemeral volume
+        return f"/dev/mapper/vm-{qube_name}-{device_name}"
+
     @property
     def config(self):
         config = {"pool": self.pool, "rw": self.rw}
@@ -65,6 +69,8 @@ class Features(dict):
 
 
 class BaseVM:
+    """qubes/events.py Emitter: handlers are kept per class and found along the MRO."""
+
     __handlers__: dict[str, list] = {}
 
     def __init__(self, name, template=None):
@@ -76,16 +82,26 @@ class BaseVM:
 
     @classmethod
     def add_handler(cls, event, func):
-        cls.__handlers__.setdefault(event, []).append(func)
+        cls.__dict__["__handlers__"].setdefault(event, []).append(func)
 
     def fire_event(self, event, pre_event=False, **kwargs):
-        for pattern, funcs in BaseVM.__handlers__.items():
-            if fnmatch.fnmatch(event, pattern):
-                for func in funcs:
-                    func(self, event, **kwargs)
+        order = type(self).__mro__ if pre_event else tuple(reversed(type(self).__mro__))
+        for cls in order:
+            for pattern, funcs in cls.__dict__.get("__handlers__", {}).items():
+                if fnmatch.fnmatch(event, pattern):
+                    for func in funcs:
+                        func(self, event, **kwargs)
 
 
-class AppVM(BaseVM):
+class LocalVM(BaseVM):
+    """qubes/vm/__init__.py LocalVM: the default class extension handlers attach to."""
+
+    __handlers__: dict[str, list] = {}
+
+
+class AppVM(LocalVM):
+    __handlers__: dict[str, list] = {}
+
     def __init__(self, name, template=None, template_for_dispvms=False, pool=None, kernel=None):
         super().__init__(name, template)
         self.template_for_dispvms = template_for_dispvms
@@ -111,7 +127,17 @@ class AppVM(BaseVM):
         # a volume with rw False becomes <readonly/> (templates/libvirt/xen.xml).
         # An exception in a handler stops the start: nothing is attached.
         self.attached = None
-        self.fire_event("domain-pre-start", pre_event=True, start_guid=True, mem_required=None)
+        try:
+            self.fire_event("domain-pre-start", pre_event=True, start_guid=True, mem_required=None)
+        except Exception as exc:
+            self.fire_event("domain-start-failed", reason=str(exc))
+            raise
         self.attached = {
             name: {"readonly": not volume.rw, "ephemeral": volume.ephemeral} for name, volume in self.volumes.items()
         }
+        self.fire_event("domain-spawn", start_guid=True)
+
+    def shutdown(self):
+        # on_libvirt_domain_stopped: domain-stopped (storage stops), then domain-shutdown.
+        self.fire_event("domain-stopped")
+        self.fire_event("domain-shutdown")

@@ -6,8 +6,12 @@ from qubes.vm import AppVM, Volume
 
 
 class DispVM(AppVM):
-    def __init__(self, name, template):
+    __handlers__: dict[str, list] = {}
+
+    def __init__(self, name, template, auto_cleanup=True):
         super().__init__(name, template=template)
+        # False for a named disposable (sys-net, say): kept when it stops.
+        self.auto_cleanup = auto_cleanup
         # default_volume_config: root and private are snapshots of the template's.
         defaults = {
             "root": dict(snap_on_start=True, save_on_stop=False),
