@@ -71,9 +71,9 @@ def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbo
     status, first = sandbox.apply()
     assert status != 0
     message = "\n".join(failed(first))
-    assert "qubes-ephemeral qubesd extension is not loaded" in message and "private: cow needs it" in message
+    assert "qubes-ephemeral qubesd extension is not loaded" in message and "the disposable templates' protection needs it" in message
     assert not any(call[:4] == list(PRIVATE) for call in sandbox.qubes_calls())
-    assert sandbox.qubes("qvm-volume", "info", "default-dvm:root", "rw") == "False"
+    assert sandbox.qubes("qvm-volume", "info", "default-dvm:root", "rw") == "True", "the template's volumes: never"
     assert digest(sandbox, kernel) != hashlib.sha256(original).hexdigest(), "the kernel is patched anyway"
     patched = sandbox.shell(f"/usr/local/libexec/qubes-ephemeral/vm-initramfs status {kernel}").stdout
     assert patched.strip().endswith(": patched")
@@ -84,22 +84,24 @@ def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbo
     status, stale = sandbox.apply()
     assert status != 0
     message = "\n".join(failed(stale))
-    assert "written by qubesd PID 1, which no longer runs" in message and "private: cow needs it" in message
+    assert "written by qubesd PID 1, which no longer runs" in message and "the disposable templates' protection needs it" in message
     assert not any(call[:4] == list(PRIVATE) for call in sandbox.qubes_calls())
 
     # The running qubesd loaded the extension (it wrote the stamp): dry run, apply, re-apply.
     sandbox.put(STAMP, loaded_by(qubesd))
     status, dry = sandbox.apply(test=True)
     pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
-    assert pending == {"ephemeral-qubes-feature-default-dvm-qubes-ephemeral-private"}
+    # Without the extension, the templates were not marked either: both marks wait for it.
+    assert pending == {"ephemeral-qubes-feature-default-dvm-qubes-ephemeral-private",
+                       "ephemeral-qubes-feature-default-dvm-qubes-ephemeral"}  # fmt: skip
     calls = len(sandbox.qubes_calls())
     status, second = sandbox.apply()
     assert status == 0, failed(second)
     assert set(changed(second)) == pending
-    assert sandbox.qubes_calls()[calls:] == [[*PRIVATE, "cow"]]
+    assert sorted(sandbox.qubes_calls()[calls:]) == sorted([[*PRIVATE, "cow"], [*PRIVATE[:3], "qubes-ephemeral", "1"]])
     status, third = sandbox.apply()
     assert status == 0 and changed(third) == {}
-    assert len(sandbox.qubes_calls()) == calls + 1
+    assert len(sandbox.qubes_calls()) == calls + 2
 
     # Back to private: persistent: the feature goes, the kernels stay patched (the pillar still asks).
     sandbox.set_pillar(cow_pillar().replace("{private: cow}", "{private: persistent}"))

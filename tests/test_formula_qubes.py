@@ -18,6 +18,7 @@ import qubes_emulation
 from conftest import PILLAR_EXAMPLE
 from salt_sandbox import Sandbox
 from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed, sandbox  # noqa: F401 (fixture)
+from test_formula_private_cow import STAMP, loaded_by, qubesd  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.salt
 
@@ -36,15 +37,16 @@ def reads(box: Sandbox) -> dict[str, str]:
     return {name: box.qubes(*argv) for name, argv in READS.items()}
 
 
-def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox) -> None:  # noqa: F811
+def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
     before = reads(sandbox)
     assert "ephemeral_volatile  False" in before["pool"]
+    sandbox.put(STAMP, loaded_by(qubesd))  # qubesd loaded the extension
 
     status, dry = sandbox.apply(test=True)
     assert status == 0, failed(dry)
     pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
-    assert {"ephemeral-qubes-pool-vm-pool-ephemeral_volatile", "ephemeral-qubes-volume-default-dvm-root-rw",
-            "ephemeral-qubes-volume-default-dvm-volatile-ephemeral"} <= pending  # fmt: skip
+    assert {"ephemeral-qubes-pool-vm-pool-ephemeral_volatile",
+            "ephemeral-qubes-feature-default-dvm-qubes-ephemeral"} <= pending  # fmt: skip
     assert sandbox.qubes_calls() == [], "test=True must not change Qubes"
 
     status, first = sandbox.apply()
@@ -52,31 +54,30 @@ def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox) -> None:  # no
     assert set(changed(first)) == pending
     assert sandbox.qubes_calls() == [
         ["qvm-features", "--", "default-dvm", "qubes-ephemeral", "1"],
-        ["qvm-volume", "config", "default-dvm:root", "rw", "False"],
-        ["qvm-volume", "config", "default-dvm:volatile", "ephemeral", "True"],
         ["qvm-pool", "set", "vm-pool", "-o", "ephemeral_volatile=True"],
     ]
     after = reads(sandbox)
-    assert after["root-rw"] == "False" and after["volatile-ephemeral"] == "True"
+    # The template's volumes stay as they are: the extension protects each start of its disposables.
+    assert after["root-rw"] == before["root-rw"] == "True"
     assert "ephemeral_volatile  True" in after["pool"]
     assert after["features"] == "qubes-ephemeral  1", "switches the qubesd extension on"
     assert after["other-dvm-root-rw"] == before["other-dvm-root-rw"] and after["other-pool"] == before["other-pool"]
 
     status, again = sandbox.apply()
     assert status == 0 and changed(again) == {}
-    assert len(sandbox.qubes_calls()) == 4, "a re-apply must call nothing that changes Qubes"
+    assert len(sandbox.qubes_calls()) == 2, "a re-apply must call nothing that changes Qubes"
 
     status, dry_clean = sandbox.apply("ephemeral.clean", test=True)
     pending = {key.split("_|-")[1] for key, state in dry_clean.items() if state["result"] is None}
-    assert len(sandbox.qubes_calls()) == 4
+    assert len(sandbox.qubes_calls()) == 2
     status, clean = sandbox.apply("ephemeral.clean")
     assert status == 0, failed(clean)
     assert set(changed(clean)) == pending
     assert reads(sandbox) == before
-    restoring = sandbox.qubes_calls()[4:]
+    restoring = sandbox.qubes_calls()[2:]
     assert ["qvm-features", "--unset", "--", "default-dvm", "qubes-ephemeral"] in restoring, "was not set: unset"
     assert ["qvm-pool", "set", "vm-pool", "-o", "ephemeral_volatile=False"] in restoring
-    assert len(restoring) == 4
+    assert len(restoring) == 2
     assert not sandbox.exists("/etc/qubes-ephemeral/qubes-originals.json")
     assert not sandbox.exists("/etc/qubes-ephemeral")
     status, clean_again = sandbox.apply("ephemeral.clean")
@@ -115,7 +116,8 @@ def own_pool_pillar() -> str:
             .replace("default_pool_volatile: false", "default_pool_volatile: true"))  # fmt: skip
 
 
-def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandbox: Sandbox) -> None:  # noqa: F811
+def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
+    sandbox.put(STAMP, loaded_by(qubesd))
     sandbox.set_pillar(own_pool_pillar())
     listing_before = sandbox.qubes("qubes-prefs")
 
@@ -126,7 +128,7 @@ def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandb
     assert "can only be added while the scratch filesystem is mounted" in message
     assert not any(call[:2] == ["qvm-pool", "add"] for call in sandbox.qubes_calls())
     assert sandbox.qubes("qubes-prefs", "default_pool_volatile") == "vm-pool", "waits for the pool"
-    assert sandbox.qubes("qvm-volume", "info", "default-dvm:root", "rw") == "False", "the rest is applied"
+    assert "ephemeral_volatile  True" in sandbox.qubes("qvm-pool", "info", "vm-pool"), "the rest is applied"
 
     # After the reboot: mounted and laid out.
     status, dry = sandbox.apply(test=True, before=BOOTED)
@@ -159,7 +161,8 @@ def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandb
     assert "ephemeral" not in sandbox.qubes("qvm-pool", "list").split()
 
 
-def test_own_pool_in_use_keeps_clean_retryable(sandbox: Sandbox) -> None:  # noqa: F811
+def test_own_pool_in_use_keeps_clean_retryable(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
+    sandbox.put(STAMP, loaded_by(qubesd))
     sandbox.set_pillar(own_pool_pillar())
     sandbox.apply()  # writes the layout script; the pool waits for the mount
     status, states = sandbox.apply(before=BOOTED)
@@ -185,7 +188,8 @@ def test_own_pool_in_use_keeps_clean_retryable(sandbox: Sandbox) -> None:  # noq
     assert "ephemeral" not in sandbox.qubes("qvm-pool", "list").split()
 
 
-def test_a_foreign_pool_with_our_name_is_left_alone(sandbox: Sandbox) -> None:  # noqa: F811
+def test_a_foreign_pool_with_our_name_is_left_alone(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
+    sandbox.put(STAMP, loaded_by(qubesd))
     sandbox.set_pillar(own_pool_pillar().replace("pool: ephemeral", "pool: varlibqubes"))
     before = sandbox.qubes("qvm-pool", "info", "varlibqubes")
     sandbox.apply()

@@ -146,11 +146,9 @@ def extension_loaded(name, stamp, mandatory, hint):
         return ret
     message = "the qubes-ephemeral qubesd extension is not loaded ({})".format(found["detail"])
     if mandatory:
-        ret.update(result=False, comment="{}: private: cow needs it; {}".format(message, hint))
+        ret.update(result=False, comment="{}: the disposable templates' protection needs it; {}".format(message, hint))
     else:
-        ret["comment"] = "{}. Root read-only holds on R4.3; on R4.2 qubesd forgets it at its next restart. {}".format(
-            message, hint
-        )
+        ret["comment"] = "{}. {}".format(message, hint)
         ret["warnings"] = [ret["comment"]]
     return ret
 

@@ -17,17 +17,6 @@ from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVAT
 DEFAULT_POOL_PREFS = ("default_pool", "default_pool_volatile")
 
 
-def _volume(vm: str, volume: str, prop: str, value: str) -> dict[str, object]:
-    target = f"{vm}:{volume}"
-    return {
-        "id": f"volume-{vm}-{volume}-{prop}",
-        "what": f"{target} {prop}",
-        "get": ["qvm-volume", "info", target, prop],
-        "set": ["qvm-volume", "config", target, prop, "{value}"],
-        "value": value,
-    }
-
-
 def _feature(vm: str, feature: str, value: str | None) -> dict[str, object]:
     """A qube feature; value None: the feature must not be set."""
     return {
@@ -95,16 +84,18 @@ def plan(description: Description) -> dict[str, object] | None:
     volumes: list[dict[str, object]] = []
     for template in qubes.disposable_templates:
         # Switches on the qubesd extension (qubesd_extension.py) for its disposables.
-        volumes.append(_feature(template.name, FEATURE, "1"))
+        marked = _feature(template.name, FEATURE, "1")
+        marked["needs_extension"] = True  # without it, the mark protects nothing
+        volumes.append(marked)
         # With cow, the extension makes their private volume read-only too; without,
         # the feature must be absent (it may be left from an earlier pillar).
         private = _feature(template.name, PRIVATE_FEATURE, PRIVATE_COW if template.private == "cow" else None)
         private["needs_extension"] = private["needs_private_cow"] = template.private == "cow"
         volumes.append(private)
-        # Root read-only: the disposable's root writes go to a copy-on-write
-        # layer on the volatile volume, which is keyed per start.
-        volumes.append(_volume(template.name, "root", "rw", "False"))
-        volumes.append(_volume(template.name, "volatile", "ephemeral", "True"))
+        # Root read-only and the volatile volume keyed per start are set by the
+        # extension for each start and put back after it, never on the template:
+        # a disposable copies its template's volume settings when it is created,
+        # and a named one would keep them in qubes.xml after clean.
     own_pool = _own_pool(description, qubes)
     if own_pool and qubes.default_pool_volatile:
         volumes.append(_default_pool_volatile(str(qubes.pool)))
@@ -131,12 +122,11 @@ def plan(description: Description) -> dict[str, object] | None:
         },
         "checks": checks,
         "settings": volumes,
-        # The qubesd extension leaves this file when qubesd loads it. Without it,
-        # private: cow cannot work (the formula fails); root rw False still
-        # holds on R4.3, but on R4.2 only until qubesd restarts (a warning).
+        # The qubesd extension leaves this file when qubesd loads it. Without it
+        # nothing protects the disposables: the formula fails.
         "extension": {
             "stamp": LOADED_STAMP,
-            "required": any(t.private == "cow" for t in qubes.disposable_templates),
+            "required": True,
             "hint": "install the qubes-ephemeral package in dom0 (README: Install in dom0), then restart qubesd: "
             "systemctl restart qubesd",
         }
