@@ -71,7 +71,10 @@ def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbo
     status, first = sandbox.apply()
     assert status != 0
     message = "\n".join(failed(first))
-    assert "qubes-ephemeral qubesd extension is not loaded" in message and "the disposable templates' protection needs it" in message
+    assert (
+        "qubes-ephemeral qubesd extension is not loaded" in message
+        and "the disposable templates' protection needs it" in message
+    )
     assert not any(call[:4] == list(PRIVATE) for call in sandbox.qubes_calls())
     assert sandbox.qubes("qvm-volume", "info", "default-dvm:root", "rw") == "True", "the template's volumes: never"
     assert digest(sandbox, kernel) != hashlib.sha256(original).hexdigest(), "the kernel is patched anyway"
@@ -84,7 +87,10 @@ def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbo
     status, stale = sandbox.apply()
     assert status != 0
     message = "\n".join(failed(stale))
-    assert "written by qubesd PID 1, which no longer runs" in message and "the disposable templates' protection needs it" in message
+    assert (
+        "written by qubesd PID 1, which no longer runs" in message
+        and "the disposable templates' protection needs it" in message
+    )
     assert not any(call[:4] == list(PRIVATE) for call in sandbox.qubes_calls())
 
     # The running qubesd loaded the extension (it wrote the stamp): dry run, apply, re-apply.
