@@ -35,9 +35,11 @@ ensure_system_tools() {
     for pair in blkid:util-linux mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs sfdisk:fdisk cryptsetup:cryptsetup-bin \
                 shellcheck:shellcheck systemd-escape:systemd unshare:util-linux \
                 qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap vagrant:vagrant \
-                cpio:cpio zstd:zstd xz:xz-utils rpmbuild:rpm; do
+                cpio:cpio zstd:zstd xz:xz-utils rpmbuild:rpm dracut:dracut-core; do
         command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
     done
+    # dracut-core (not dracut, which replaces initramfs-tools and remakes /boot's initrd) builds dom0's
+    # VM initramfs in tests/test_private_cow_tools.py, when QUBES_LINUX_UTILS names qubes-linux-utils.
     # The VM suite boots Debian's stock kernel from the host's /boot.
     compgen -G '/boot/vmlinuz-*-amd64' >/dev/null || need_apt+=(linux-image-amd64)
     # `vagrant validate` of the Vagrantfile's libvirt provider needs the plugin.

@@ -198,7 +198,12 @@ def test_the_kernel_unpacks_an_appended_archive_and_runs_its_init(scenario) -> N
 def test_rw_of_a_forgetful_disposable_goes_to_the_volatile_volume_only(scenario) -> None:
     *_, c8 = scenario.markers
     out = scenario.boots["7-vm-initramfs"].out
-    assert (out / "cow-rc").read_text().strip() == "0", (out / "cow-init-stderr").read_text()
+    stderr = (out / "cow-init-stderr").read_text()
+    assert (out / "cow-rc").read_text().strip() == "0", stderr
+    # The patched /init ran with only the tools of dom0's VM initramfs on PATH.
+    assert "not found" not in stderr, stderr
+    assert "qubes-ephemeral: /rw writes go to a copy-on-write layer" in stderr
+    assert int((out / "cow-kmsg").read_text()) >= 1, "and said so in the kernel log"
     assert "patched" in (out / "cow-apply").read_text()
     fstab = (out / "cow-fstab").read_text().split()
     assert fstab[:2] == ["/dev/mapper/dmprivate", "/rw"], "the qube mounts /rw from the copy-on-write"
@@ -215,7 +220,9 @@ def test_rw_of_a_forgetful_disposable_goes_to_the_volatile_volume_only(scenario)
 
 def test_rw_of_an_ordinary_qube_is_left_alone(scenario) -> None:
     out = scenario.boots["7-vm-initramfs"].out
-    assert (out / "plain-rc").read_text().strip() == "0", (out / "plain" / "cow-init-stderr").read_text()
+    stderr = (out / "plain" / "cow-init-stderr").read_text()
+    assert (out / "plain-rc").read_text().strip() == "0", stderr
+    assert "not found" not in stderr and "qubes-ephemeral" not in stderr, stderr
     assert (out / "plain" / "cow-fstab").read_text().split()[0].startswith("/dev/loop"), "fstab untouched"
     assert "dmprivate" not in (out / "plain" / "cow-tables").read_text()
 

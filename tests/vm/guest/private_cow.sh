@@ -2,9 +2,16 @@
 # Boot 7: the /rw copy-on-write, for real. Loop devices stand in for xvda
 # (root), xvdb (private) and xvdc (volatile); the initramfs the host made
 # from qubes_like_init.sh is patched by the real tool, and its patched /init
-# runs with the hook it carries. Sourced by the job (common.sh variables).
+# runs with the hook it carries, with PATH holding only the tools dom0's VM
+# initramfs holds. Sourced by the job (common.sh variables).
 W=/var/tmp/cow
-rm -rf "$W" && mkdir -p "$W" /mnt/cow
+rm -rf "$W" && mkdir -p "$W/bin" /mnt/cow
+# What dracut's modules qubes-vm-simple and dm install in dom0's VM initramfs
+# (tests/test_private_cow_tools.py: IMAGE_TOOLS, checked to be the same list).
+IMAGE_TOOLS="readlink uname grep kmod modprobe ln switch_root mount umount mkdir rmdir sleep sfdisk mkswap dmsetup"
+for tool in $IMAGE_TOOLS; do
+    if found=$(command -v "$tool"); then ln -s "$found" "$W/bin/$tool"; fi
+done
 truncate -s 256M "$W/xvda.img" "$W/xvdb.img"
 truncate -s 1G "$W/xvdc.img"
 mkfs.ext4 -q -F "$W/xvda.img"
@@ -56,11 +63,12 @@ modprobe dm_snapshot
 setup -r
 sha256sum "$W/xvda.img" "$W/xvdb.img" | cut -d' ' -f1 >"$OUT/cow-sha-before"
 rc=0
-QE_PRIVATE=$B unshare -m sh -c "sh $W/init 2>$OUT/cow-init-stderr && \
+QE_PRIVATE=$B unshare -m sh -c "PATH=$W/bin /bin/sh $W/init 2>$OUT/cow-init-stderr && \
     cat /sysroot/rw/home/user/keep.txt >$OUT/cow-keep && \
     echo $C8 >/sysroot/rw/home/user/new.txt && echo $C8 >>/sysroot/rw/home/user/keep.txt && sync && \
     cat /sysroot/rw/home/user/new.txt >$OUT/cow-readback" || rc=$?
 echo "$rc" >"$OUT/cow-rc"
+dmesg | grep -c "qubes-ephemeral: /rw writes go to a copy-on-write layer" >"$OUT/cow-kmsg" || true
 teardown
 sync
 sha256sum "$W/xvda.img" "$W/xvdb.img" | cut -d' ' -f1 >"$OUT/cow-sha-after"
@@ -71,6 +79,6 @@ rm -f "$W/xvdc.img" && truncate -s 1G "$W/xvdc.img"
 setup
 mkdir -p "$OUT/plain"
 rc=0
-QE_PRIVATE=$B OUT="$OUT/plain" unshare -m sh -c "sh $W/init 2>\"\$OUT/cow-init-stderr\"" || rc=$?
+QE_PRIVATE=$B OUT="$OUT/plain" unshare -m sh -c "PATH=$W/bin /bin/sh $W/init 2>\"\$OUT/cow-init-stderr\"" || rc=$?
 echo "$rc" >"$OUT/plain-rc"
 teardown

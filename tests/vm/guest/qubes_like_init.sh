@@ -6,6 +6,8 @@
 # for xvdc (volatile). It is packed into an initramfs on the host and patched
 # there by the real tool (vm-initramfs apply), exactly as dom0 patches a VM
 # kernel's initramfs; the VM runs the patched copy. "dmroot" is its marker.
+# It runs with PATH holding only the tools dom0's VM initramfs holds
+# (private_cow.sh), so it uses those and the shell's built-ins only.
 
 # The volatile volume: swap, then the rest for the root copy-on-write.
 sfdisk -q "$C" >/dev/null <<PARTS
@@ -13,12 +15,15 @@ sfdisk -q "$C" >/dev/null <<PARTS
 2: type=83
 PARTS
 while ! [ -b "${C}p2" ]; do sleep 0.1; done
-echo "0 $(blockdev --getsz "$A") snapshot $A ${C}p2 N 16" | dmsetup create dmroot
+read -r size <"/sys/class/block/${A##*/}/size"
+echo "0 $size snapshot $A ${C}p2 N 16" | dmsetup create dmroot
 dmsetup mknodes dmroot
 mkdir -p /sysroot
 mount /dev/mapper/dmroot /sysroot -o rw
 
 # What the qube then does (core-agent-linux mount-dirs.sh): `mount /rw`, from its fstab.
 grep '[[:space:]]/rw[[:space:]]' /sysroot/etc/fstab >"$OUT/cow-fstab"
-mount "$(awk '$2 == "/rw" {print $1}' /sysroot/etc/fstab)" /sysroot/rw
+while read -r device point _; do
+    if [ "$point" = /rw ]; then mount "$device" /sysroot/rw; fi
+done </sysroot/etc/fstab
 dmsetup table >"$OUT/cow-tables"

@@ -16,10 +16,17 @@ depends() {
     return 0
 }
 
+installkernel() {
+    # The snapshot target, as a module where the kernel does not have it built in.
+    hostonly='' instmods dm_snapshot
+}
+
 install() {
     inst_simple "$moddir/private-cow.sh" /usr/lib/qubes-ephemeral/private-cow.sh
     # After Qubes' own pre-trigger hook (90) made the root copy-on-write.
     inst_hook pre-trigger 91 "$moddir/qubes-ephemeral-setup.sh"
     inst_hook pre-pivot 50 "$moddir/qubes-ephemeral-fstab.sh"
-    inst_multiple dmsetup sed grep readlink basename cat
+    # What private-cow.sh runs besides the shell's built-ins (tests/test_private_cow_tools.py checks it).
+    inst_multiple dmsetup readlink sleep
+    inst_multiple -o modprobe
 }
