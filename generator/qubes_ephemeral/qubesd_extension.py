@@ -141,7 +141,11 @@ class EphemeralDisposables(qubes.ext.Extension):
 
     @qubes.ext.handler("admin-permission:admin.vm.Start", vm=qubes.vm.BaseVM)
     def on_admin_start(self, subject: Any, event: str, dest: Any = None, **kwargs: object) -> None:
-        if dest is None or not self._forgetful(dest) or not self._private_cow(dest):
+        # A disposable removed at shutdown anyway is refused inside its start, which
+        # also removes it; refused here, it would stay behind, halted (qrexec's @dispvm).
+        if dest is None or getattr(dest, "auto_cleanup", False):
+            return
+        if not self._forgetful(dest) or not self._private_cow(dest):
             return
         problem = self._cow_problem(dest)
         if problem:

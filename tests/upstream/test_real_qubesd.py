@@ -89,12 +89,15 @@ def test_a_named_disposable_started_inside_qubesd_fails_closed_and_is_kept(dom0:
     assert disks["xvda"]["readonly"] is True and disks["xvdc"]["encrypted"] is True
 
 
-def test_an_unnamed_disposable_that_cannot_be_protected_is_refused(dom0: Dom0) -> None:
+@pytest.mark.parametrize("how", ["inside qubesd", "admin API"])
+def test_an_unnamed_disposable_that_cannot_be_protected_is_refused_and_not_left_behind(dom0: Dom0, how: str) -> None:
+    """As qrexec's @dispvm does it: admin.vm.CreateDisposable, then admin.vm.Start."""
     dvm = mark_cow_unpatched(dom0)
     disposable = dom0.disposable(dvm)
-    error = dom0.start(disposable)
+    error = dom0.start(disposable) if how == "inside qubesd" else dom0.admin_call("admin.vm.Start", disposable.name)
     assert error is not None and "lacks the /rw copy-on-write" in str(error)
     assert dom0.connection.created == [], "it never ran"
+    assert disposable.name not in dom0.app.domains, "removed, as any disposable whose start failed"
 
 
 # Refused when the setting is made, through the admin API.
