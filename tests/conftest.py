@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,9 @@ from required_tools import require  # noqa: F401 (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 PILLAR_EXAMPLE = ROOT / "pillar.example"
+
+# Where the qubesd extension says which qubesd loaded it (qubesd_extension_feature.LOADED_STAMP).
+STAMP = "/run/qubes-ephemeral/qubesd-extension.json"
 
 MINIMAL = {"ephemeral": {"scratch": {"device": "/dev/qubes_dom0/ephemeral"}}}
 
@@ -60,3 +66,18 @@ def write(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def qubesd() -> Iterator[subprocess.Popen[bytes]]:
+    """A process named as qubesd is on its command line (python3 /usr/bin/qubesd):
+    the extension's stamp names the PID of the qubesd that loaded it."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "/usr/bin/qubesd"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def loaded_by(process: subprocess.Popen[bytes]) -> str:
+    """The stamp the extension writes when the qubesd ``process`` loads it."""
+    return json.dumps({"version": "0.1.0", "pid": process.pid})

@@ -9,10 +9,11 @@ hold data are refused before anything changes.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PILLAR_EXAMPLE
+from conftest import PILLAR_EXAMPLE, STAMP, loaded_by
 from qubes_ephemeral.api import describe
 from qubes_ephemeral.artifacts import Block, CommentOut, Directory, File, Symlink
 from qubes_ephemeral.render import render
@@ -35,7 +36,8 @@ MANIFEST = render(describe(PILLAR_EXAMPLE.read_bytes()))
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
+def sandbox(tmp_path: Path, qubesd: subprocess.Popen[bytes]) -> Sandbox:
+    """dom0 as the package leaves it: crypttab and fstab of its own, and qubesd running with the extension."""
     why = available()
     if why:
         if os.environ.get("STRICT_TOOLS") == "1":
@@ -44,6 +46,7 @@ def sandbox(tmp_path: Path) -> Sandbox:
     box = Sandbox(tmp_path / "sandbox", PILLAR_EXAMPLE.read_text())
     box.put("/etc/crypttab", DOM0_CRYPTTAB)
     box.put("/etc/fstab", DOM0_FSTAB)
+    box.put(STAMP, loaded_by(qubesd))
     return box
 
 

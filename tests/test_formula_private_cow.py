@@ -13,12 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 
 import pytest
-from conftest import PILLAR_EXAMPLE, ROOT
+from conftest import PILLAR_EXAMPLE, ROOT, STAMP, loaded_by
 from initramfs_fixtures import make_initramfs
 from salt_sandbox import Sandbox
 from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed, sandbox  # noqa: F401 (fixture)
@@ -26,27 +23,12 @@ from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed, sandbox  # 
 pytestmark = pytest.mark.salt
 
 KERNELS = "/var/lib/qubes/vm-kernels"
-STAMP = "/run/qubes-ephemeral/qubesd-extension.json"
 PRIVATE = ("qvm-features", "--", "default-dvm", "qubes-ephemeral-private")
 
 
 def cow_pillar() -> str:
     return (PILLAR_EXAMPLE.read_text().replace("default-dvm: {private: persistent}", "default-dvm: {private: cow}")
             .replace("dispvm_private_cow: false", "dispvm_private_cow: true"))  # fmt: skip
-
-
-@pytest.fixture
-def qubesd() -> Iterator[subprocess.Popen[bytes]]:
-    """A process named as qubesd is on its command line (python3 /usr/bin/qubesd):
-    the extension's stamp names the PID of the qubesd that loaded it."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "/usr/bin/qubesd"])
-    yield process
-    process.kill()
-    process.wait()
-
-
-def loaded_by(process: subprocess.Popen[bytes]) -> str:
-    return json.dumps({"version": "0.1.0", "pid": process.pid})
 
 
 def put_bytes(box: Sandbox, path: str, data: bytes) -> None:
@@ -68,6 +50,7 @@ def test_private_cow_needs_the_extension_then_applies_and_cleans(sandbox: Sandbo
     put_bytes(sandbox, f"{KERNELS}/pvgrub2/initramfs", other)
 
     # Without the extension loaded: the private feature is refused, the rest applies.
+    sandbox.shell(f"rm -f {STAMP}")
     status, first = sandbox.apply()
     assert status != 0
     message = "\n".join(failed(first))

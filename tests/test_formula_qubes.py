@@ -18,7 +18,6 @@ import qubes_emulation
 from conftest import PILLAR_EXAMPLE
 from salt_sandbox import Sandbox
 from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed, sandbox  # noqa: F401 (fixture)
-from test_formula_private_cow import STAMP, loaded_by, qubesd  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.salt
 
@@ -37,10 +36,9 @@ def reads(box: Sandbox) -> dict[str, str]:
     return {name: box.qubes(*argv) for name, argv in READS.items()}
 
 
-def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
+def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox) -> None:  # noqa: F811
     before = reads(sandbox)
     assert "ephemeral_volatile  False" in before["pool"]
-    sandbox.put(STAMP, loaded_by(qubesd))  # qubesd loaded the extension
 
     status, dry = sandbox.apply(test=True)
     assert status == 0, failed(dry)
@@ -67,17 +65,27 @@ def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox, qubesd) -> Non
     assert status == 0 and changed(again) == {}
     assert len(sandbox.qubes_calls()) == 2, "a re-apply must call nothing that changes Qubes"
 
+    # The user creates a named disposable of the marked template (it copies the mark), and
+    # one of a template that is not ours, carrying the feature by the user's own hand.
+    qubes_emulation.create_disposable(sandbox.qubes_state, "sys-net", "default-dvm")
+    qubes_emulation.create_disposable(sandbox.qubes_state, "own-disp", "work-dvm", **{"qubes-ephemeral": "1"})
+    assert sandbox.qubes("qvm-features", "sys-net") == "qubes-ephemeral  1"
+
     status, dry_clean = sandbox.apply("ephemeral.clean", test=True)
     pending = {key.split("_|-")[1] for key, state in dry_clean.items() if state["result"] is None}
     assert len(sandbox.qubes_calls()) == 2
     status, clean = sandbox.apply("ephemeral.clean")
     assert status == 0, failed(clean)
     assert set(changed(clean)) == pending
+    assert "ephemeral-clean-qubes-disposables" in pending
     assert reads(sandbox) == before
     restoring = sandbox.qubes_calls()[2:]
     assert ["qvm-features", "--unset", "--", "default-dvm", "qubes-ephemeral"] in restoring, "was not set: unset"
     assert ["qvm-pool", "set", "vm-pool", "-o", "ephemeral_volatile=False"] in restoring
-    assert len(restoring) == 2
+    assert ["qvm-features", "--unset", "--", "sys-net", "qubes-ephemeral"] in restoring, "the copied mark"
+    assert len(restoring) == 3
+    assert sandbox.qubes("qvm-features", "sys-net") == ""
+    assert sandbox.qubes("qvm-features", "own-disp") == "qubes-ephemeral  1", "not ours: left alone"
     assert not sandbox.exists("/etc/qubes-ephemeral/qubes-originals.json")
     assert not sandbox.exists("/etc/qubes-ephemeral")
     status, clean_again = sandbox.apply("ephemeral.clean")
@@ -116,8 +124,7 @@ def own_pool_pillar() -> str:
             .replace("default_pool_volatile: false", "default_pool_volatile: true"))  # fmt: skip
 
 
-def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
-    sandbox.put(STAMP, loaded_by(qubesd))
+def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandbox: Sandbox) -> None:  # noqa: F811
     sandbox.set_pillar(own_pool_pillar())
     listing_before = sandbox.qubes("qubes-prefs")
 
@@ -161,8 +168,7 @@ def test_own_pool_waits_for_the_scratch_filesystem_then_applies_and_cleans(sandb
     assert "ephemeral" not in sandbox.qubes("qvm-pool", "list").split()
 
 
-def test_own_pool_in_use_keeps_clean_retryable(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
-    sandbox.put(STAMP, loaded_by(qubesd))
+def test_own_pool_in_use_keeps_clean_retryable(sandbox: Sandbox) -> None:  # noqa: F811
     sandbox.set_pillar(own_pool_pillar())
     sandbox.apply()  # writes the layout script; the pool waits for the mount
     status, states = sandbox.apply(before=BOOTED)
@@ -188,8 +194,7 @@ def test_own_pool_in_use_keeps_clean_retryable(sandbox: Sandbox, qubesd) -> None
     assert "ephemeral" not in sandbox.qubes("qvm-pool", "list").split()
 
 
-def test_a_foreign_pool_with_our_name_is_left_alone(sandbox: Sandbox, qubesd) -> None:  # noqa: F811
-    sandbox.put(STAMP, loaded_by(qubesd))
+def test_a_foreign_pool_with_our_name_is_left_alone(sandbox: Sandbox) -> None:  # noqa: F811
     sandbox.set_pillar(own_pool_pillar().replace("pool: ephemeral", "pool: varlibqubes"))
     before = sandbox.qubes("qvm-pool", "info", "varlibqubes")
     sandbox.apply()

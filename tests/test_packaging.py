@@ -183,7 +183,8 @@ def test_install_sh_installs_once_refuses_outside_dom0_and_uninstalls_exactly(ta
 
 
 @pytest.mark.salt
-def test_formula_from_the_unpacked_payload_applies_and_cleans(payload: Path, tmp_path: Path) -> None:
+def test_formula_from_the_unpacked_payload_applies_and_cleans(payload: Path, tmp_path: Path, qubesd) -> None:
+    from conftest import STAMP, loaded_by
     from salt_sandbox import Sandbox, available
     from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed
 
@@ -193,6 +194,7 @@ def test_formula_from_the_unpacked_payload_applies_and_cleans(payload: Path, tmp
     box = Sandbox(tmp_path / "sandbox", PILLAR_EXAMPLE.read_text(), formula=payload / FORMULA)
     box.put("/etc/crypttab", DOM0_CRYPTTAB)
     box.put("/etc/fstab", DOM0_FSTAB)
+    box.put(STAMP, loaded_by(qubesd))  # the package's qubesd extension, loaded
     status, first = box.apply()
     assert status == 0, failed(first)
     assert "qubes-ephemeral-format.service" in (box.read("/etc/fstab") or "")

@@ -203,6 +203,48 @@ def pool_present(name, pool, driver, dir_path, mountpoint, layout_unit, get, add
     return ret
 
 
+def disposables_unmarked(name, record, templates, features, list):  # noqa: A002
+    """Take our features off the disposables of our templates.
+
+    A disposable copies its template's features when it is created; a named
+    one (a disposable sys-net, say) would keep our marks after clean. Our
+    templates: those in ``templates`` (the pillar's) and those whose feature
+    the record says we set. Runs before the record is restored."""
+    ret = _ret(name)
+    ours = set(templates)
+    for entry in _load(record).values():
+        argv = entry.get("set") or []
+        if argv[:2] == ["qvm-features", "--"] and len(argv) > 3 and argv[3] in features:
+            ours.add(argv[2])
+    try:
+        rows = [line.split("|") for line in (_run(list) or "").splitlines()]
+        found = [
+            (row[0], feature)
+            for row in rows
+            if len(row) >= 3 and row[1] == "DispVM" and row[2] in ours
+            for feature in features
+            if _read(["qvm-features", "--", row[0], feature], None, missing_exit=1) is not None
+        ]
+    except RuntimeError as error:
+        ret.update(result=False, comment=str(error))
+        return ret
+    if not found:
+        ret["comment"] = "no disposable of {} carries our features".format(", ".join(sorted(ours)) or "our templates")
+        return ret
+    changes = {"unset": ["{} {}".format(vm, feature) for vm, feature in found]}
+    if __opts__["test"]:
+        ret.update(result=None, changes=changes, comment="features would be unset on disposables")
+        return ret
+    try:
+        for vm, feature in found:
+            _run(["qvm-features", "--unset", "--", vm, feature])
+    except RuntimeError as error:
+        ret.update(result=False, comment=str(error))
+        return ret
+    ret.update(changes=changes, comment="our features unset on {} disposable(s)".format(len({vm for vm, _ in found})))
+    return ret
+
+
 def restored(name, record):
     """Put back the value recorded before our first change, then forget it."""
     ret = _ret(name)

@@ -12,12 +12,22 @@
     (even for templates or pools no longer in the pillar). #}
 {%- set record = manifest.qubes_record %}
 {%- if salt['file.file_exists'](record) %}
+{%-   set disposables = manifest.qubes_disposables_cleanup %}
+ephemeral-clean-qubes-disposables:
+  ephemeral_qubes.disposables_unmarked:
+    - name: features copied to disposables
+    - record: {{ record | json }}
+    - templates: {{ (manifest.qubes.templates if manifest.qubes else []) | json }}
+    - features: {{ disposables.features | json }}
+    - list: {{ disposables.list | json }}
 {#-   Newest change first: e.g. default_pool_volatile back before our pool goes. #}
 {%-   for what, entry in (salt['file.read'](record) | load_json).items() | sort(attribute='1.order', reverse=True) %}
 ephemeral-clean-qubes-{{ loop.index }}:
   ephemeral_qubes.restored:
     - name: {{ what | json }}
     - record: {{ record | json }}
+    - require:
+      - ephemeral_qubes: ephemeral-clean-qubes-disposables
 {%-   endfor %}
 {%- endif %}
 

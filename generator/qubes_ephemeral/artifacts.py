@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from . import __version__
+from .qubesd_extension_feature import FEATURE, PRIVATE_FEATURE
 
 MARKER_START = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pillar, not these lines)"
 MARKER_END = "# END qubes-ephemeral"
@@ -18,6 +19,12 @@ UNIT_DIR = "/etc/systemd/system"
 LIBEXEC = "/usr/local/libexec/qubes-ephemeral"
 # Where the formula records the Qubes values it replaced, for an exact revert.
 QUBES_RECORD = "/etc/qubes-ephemeral/qubes-originals.json"
+# What clean needs to take our marks off disposables: they copy their template's
+# features when they are created, and a named one keeps them after clean.
+DISPOSABLES_CLEANUP = {
+    "list": ["qvm-ls", "--raw-data", "--fields", "NAME,CLASS,TEMPLATE"],
+    "features": [FEATURE, PRIVATE_FEATURE],
+}
 # Where the formula records what the last apply put in place (applied_record
 # below): the next apply removes what the pillar no longer asks for, and
 # clean reverts it even after the pillar changed.
@@ -115,6 +122,7 @@ class Manifest:
             "daemon_reload_when_changed": [a.id for a in self.artifacts if a.target.startswith(SYSTEMD_DIRS)],
             "qubes": self.qubes,
             "qubes_record": QUBES_RECORD,
+            "qubes_disposables_cleanup": DISPOSABLES_CLEANUP,
             "private_cow": self.private_cow,
             "private_cow_cleanup": {"tool": VM_INITRAMFS_TOOL, "path_unit": VM_KERNELS_PATH_UNIT},
             "applied_record": APPLIED_RECORD,

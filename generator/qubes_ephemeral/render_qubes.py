@@ -102,6 +102,7 @@ def plan(description: Description) -> dict[str, object] | None:
     pools = qubes.ephemeral_volatile_pools
     return {
         "record": QUBES_RECORD,
+        "templates": [t.name for t in qubes.disposable_templates],
         "own_pool": own_pool,
         "pools": {
             "names": list(pools) if isinstance(pools, tuple) else None,

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-COMMANDS = ("qvm-pool", "qvm-volume", "qvm-prefs", "qubes-prefs", "qvm-features")
+COMMANDS = ("qvm-pool", "qvm-volume", "qvm-prefs", "qubes-prefs", "qvm-features", "qvm-ls")
 SCRIPT = Path(__file__).with_name("qubes_admin.py")
 
 
@@ -76,3 +76,14 @@ def install(folder: Path, state: dict[str, object]) -> dict[str, str]:
     path = folder / "qubes-state.json"
     path.write_text(json.dumps(state, indent=1, sort_keys=True))
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "QUBES_EMULATION_STATE": str(path)}
+
+
+def create_disposable(state_file: Path, name: str, template: str, **own_features: str) -> None:
+    """The user creates a named disposable (qvm-create --class DispVM): as qubes/vm/dispvm.py
+    does, it copies its template's features at creation. Not one of the formula's calls."""
+    state = json.loads(state_file.read_text())
+    features = dict(state["vms"][template].get("features", {}))
+    features.update(own_features)
+    state["vms"][name] = {"class": "DispVM", "template": template, "prefs": {"template_for_dispvms": False},
+                          "volumes": app_volumes(), "features": features}  # fmt: skip
+    state_file.write_text(json.dumps(state, indent=1, sort_keys=True))

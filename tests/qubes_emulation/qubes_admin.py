@@ -9,6 +9,7 @@ subset used, as read in:
 - qubes-core-admin-client qubesadmin/tools/qvm_pool.py   (qvm-pool info/set/add/remove)
 - qubes-core-admin-client qubesadmin/tools/qvm_volume.py (qvm-volume info/config)
 - qubes-core-admin-client qubesadmin/tools/qubes_prefs.py, qvm_prefs.py
+- qubes-core-admin-client qubesadmin/tools/qvm_ls.py    (qvm-ls --raw-data: "|"-joined fields)
 - qubes-core-admin qubes/storage/__init__.py (Volume.ephemeral rules, Pool.ephemeral_volatile)
 - qubes-core-admin qubes/api/admin.py (vm.volume.Set.*, pool.Set.*, pool.Add, pool.Remove)
 - qubes-core-admin qubes/app.py (add_pool runs setup first; remove_pool refuses a pool in use)
@@ -325,6 +326,18 @@ def qvm_features(argv: list[str]) -> str | None:
     return None
 
 
+def qvm_ls(argv: list[str]) -> str | None:
+    # qubesadmin/tools/qvm_ls.py --raw-data --fields NAME,CLASS,TEMPLATE: "|"-joined, "-" for none.
+    if argv != ["--raw-data", "--fields", "NAME,CLASS,TEMPLATE"]:
+        raise usage_error("qvm-ls", "this emulation only lists NAME,CLASS,TEMPLATE as raw data")
+    state = load()
+    rows = [
+        "|".join([name, vm.get("class", "AppVM"), vm.get("template") or "-"])
+        for name, vm in sorted(state["vms"].items())
+    ]
+    return "\n".join(rows) if rows else None
+
+
 def main() -> int:
     command = os.path.basename(sys.argv[0])
     argv = [a for a in sys.argv[1:] if a != "--"]
@@ -335,6 +348,8 @@ def main() -> int:
             out = qvm_pool(argv)
         elif command == "qvm-features":
             out = qvm_features(argv)
+        elif command == "qvm-ls":
+            out = qvm_ls(argv)
         elif command == "qubes-prefs":
             out = qubes_prefs(argv)
         elif command == "qvm-prefs":
