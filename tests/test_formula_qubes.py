@@ -203,3 +203,21 @@ def test_a_foreign_pool_with_our_name_is_left_alone(sandbox: Sandbox) -> None:  
     assert "a pool named varlibqubes already exists" in "\n".join(failed(states))
     assert sandbox.qubes("qvm-pool", "info", "varlibqubes") == before
     assert sandbox.qubes("qubes-prefs", "default_pool_volatile") == "vm-pool"
+
+
+@pytest.mark.parametrize("release", ["4.2.39", "4.3.46", "4.3.50"])
+def test_what_the_formula_sets_survives_a_qubesd_restart_of_each_release(sandbox: Sandbox, release: str) -> None:  # noqa: F811
+    """Nothing it sets is one a release forgets when qubesd saves and loads qubes.xml again:
+    a re-apply after the restart finds everything in place and changes nothing."""
+    status, first = sandbox.apply()
+    assert status == 0, failed(first)
+    applied = reads(sandbox)
+    qubes_emulation.restart_qubesd(sandbox.qubes_state, release)
+    assert reads(sandbox) == applied
+    calls = len(sandbox.qubes_calls())
+    status, again = sandbox.apply()
+    assert status == 0 and changed(again) == {} and len(sandbox.qubes_calls()) == calls
+    # qubesd 4.3.48 fails on a lowercase ephemeral_volatile=true (qubes-issues #11045): we write True.
+    assert all(
+        call[-1] == "ephemeral_volatile=True" for call in sandbox.qubes_calls() if "ephemeral_volatile" in call[-1]
+    )

@@ -87,3 +87,17 @@ def create_disposable(state_file: Path, name: str, template: str, **own_features
     state["vms"][name] = {"class": "DispVM", "template": template, "prefs": {"template_for_dispvms": False},
                           "volumes": app_volumes(), "features": features}  # fmt: skip
     state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
+
+
+def restart_qubesd(state_file: Path, release: str) -> None:
+    """qubesd saves qubes.xml and loads it again, as the given release does. R4.2, and R4.3
+    before 4.3.47, do not write a volume's rw="False" (qubes-core-admin PR #829, #834): the
+    volume comes back writable, as its class declares it. Later releases keep it."""
+    major, minor, patch = (int(part) for part in release.split("."))
+    if (major, minor) == (4, 2) or (major, minor, patch) < (4, 3, 47):
+        state = json.loads(state_file.read_text())
+        for vm in state["vms"].values():
+            for name, config in vm["volumes"].items():
+                if name != "kernel" and config["rw"] is False:
+                    config["rw"] = True
+        state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
