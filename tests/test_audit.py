@@ -212,3 +212,35 @@ def test_a_swap_we_do_not_manage_is_judged_by_its_key(uuid: str, key: str, statu
     [found] = audit.Audit(host, MINIMAL, render(MINIMAL)).swaps()
     assert (found.item, found.status, found.required) == ("/dev/dm-5 (cryptswap)", status, False)
     assert found.detail.startswith(how)
+
+
+COW = describe(
+    PILLAR_EXAMPLE.read_bytes()
+    .replace(b"default-dvm: {private: persistent}", b"default-dvm: {private: cow}")
+    .replace(b"dispvm_private_cow: false", b"dispvm_private_cow: true")
+)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "features", "status"),
+    [
+        ("6.6.48-1.qubes.fc37.x86_64", {}, "ok"),  # dom0-provided: its initramfs is checked under patches
+        ("", {}, "missing"),  # its template's own kernel, nothing says the template carries the hook
+        ("", {"fedora-41": "dracut"}, "ok"),  # ephemeral.template applied in the template, and said so
+        ("", {"default-dvm": "dracut"}, "ok"),
+        ("", {"fedora-41": "yes"}, "missing"),
+    ],
+)
+def test_a_cow_template_on_its_own_kernel_needs_the_hook_said_present(kernel: str, features: dict, status: str) -> None:
+    runs = {
+        "qvm-prefs|--|default-dvm|kernel": (0, f"{kernel}\n", ""),
+        "qvm-prefs|--|default-dvm|template": (0, "fedora-41\n", ""),
+        "qvm-features|--|default-dvm|qubes-ephemeral": (0, "1\n", ""),
+        "qvm-features|--|default-dvm|qubes-ephemeral-private": (0, "cow\n", ""),
+    }
+    for vm, value in features.items():
+        runs[f"qvm-features|--|{vm}|qubes-ephemeral-own-initramfs"] = (0, f"{value}\n", "")
+    report = audit.Audit(host_with(**runs), COW, render(COW))
+    found = {f.item: f for f in report._template("default-dvm", cow=True)}
+    own = found["default-dvm: the kernel its disposables boot carries the /rw copy-on-write"]
+    assert own.status == status, own.detail

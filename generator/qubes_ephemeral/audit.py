@@ -15,7 +15,7 @@ commands' info/read forms) and reads files, all through a probe.Host.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -23,7 +23,14 @@ from . import diff, naming, parsers, render_layout, render_private_cow
 from .artifacts import Manifest
 from .model import Crypt, Description, Scratch
 from .probe import NOT_FOUND, Host, Output
-from .qubesd_extension_feature import FEATURE, PRIVATE_COW, PRIVATE_FEATURE, loaded_by_running_qubesd
+from .qubesd_extension_feature import (
+    FEATURE,
+    OWN_INITRAMFS_DRACUT,
+    OWN_INITRAMFS_FEATURE,
+    PRIVATE_COW,
+    PRIVATE_FEATURE,
+    loaded_by_running_qubesd,
+)
 from .render import PROTECT_UNIT
 from .vm_initramfs import KERNELS_DIR
 
@@ -311,9 +318,32 @@ class Audit:
         for item, value, wanted in checks:
             status = "ok" if value == wanted else "missing"
             yield Finding("qubes", item, status, 1, "not set" if value is None else value, True)
+        if cow:
+            yield self._own_kernel(name, read)
         if not cow:
             yield Finding("qubes", f"{name}: /rw of its disposables", "gap", 1, "private: persistent: what a "
                           "disposable writes to /rw goes to a snapshot under the disk key", False)  # fmt: skip
+
+    @staticmethod
+    def _own_kernel(name: str, read: Callable[..., str | None]) -> Finding:
+        """A qube on its template's own kernel gets /rw copy-on-write only from the
+        template's initramfs: the extension refuses it without the feature saying so."""
+        item = f"{name}: the kernel its disposables boot carries the /rw copy-on-write"
+        kernel = read("qvm-prefs", "--", name, "kernel")
+        if kernel is None:
+            return Finding("qubes", item, "unknown", 1, "qvm-prefs kernel could not be read", True)
+        if kernel:
+            return Finding("qubes", item, "ok", 1, f"dom0-provided kernel {kernel} (checked under patches)", True)
+        template = read("qvm-prefs", "--", name, "template")
+        marked = read("qvm-features", "--", name, OWN_INITRAMFS_FEATURE) or (
+            read("qvm-features", "--", template, OWN_INITRAMFS_FEATURE) if template else None
+        )
+        if marked == OWN_INITRAMFS_DRACUT:
+            return Finding("qubes", item, "ok", 1, f"its template's own kernel; {OWN_INITRAMFS_FEATURE}={marked}", True)
+        return Finding("qubes", item, "missing", 1, (
+            f"it boots its template's own kernel and {OWN_INITRAMFS_FEATURE} is not {OWN_INITRAMFS_DRACUT}: "
+            "the extension refuses its disposables' starts (named ones start with /rw read-only); give it a "
+            "dom0-provided kernel, or apply ephemeral.template in a dracut template and set that feature"), True)  # fmt: skip
 
     def private_cow(self) -> Iterator[Finding]:
         if not render_private_cow.needed(self.description):
