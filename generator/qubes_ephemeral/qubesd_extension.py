@@ -60,12 +60,15 @@ from .qubesd_extension_feature import (
     OWN_INITRAMFS_FEATURE,
     PRIVATE_COW,
     PRIVATE_FEATURE,
+    RESTORE_FEATURE,
 )
 
 # What a start changes: (volume, attribute, protected value).
 PROTECTIONS = (("root", "rw", False), ("private", "rw", False), ("volatile", "ephemeral", True))
 # ephemeral is put back raw: None means "as its pool says", which the public setter cannot express.
 RAW = {"rw": "rw", "ephemeral": "_ephemeral"}
+PUBLIC = {raw: public for public, raw in RAW.items()}
+PROTECTIONS_BY_RAW = {(volume, RAW[attribute]): value for volume, attribute, value in PROTECTIONS}
 
 
 class EphemeralDisposables(qubes.ext.Extension):
@@ -74,8 +77,6 @@ class EphemeralDisposables(qubes.ext.Extension):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # What each running start changed, by qube: put back by _restore.
-        self.changed: dict[str, list[tuple[str, str, object]]] = getattr(self, "changed", {})
         self.status_cache: dict[Path, tuple[tuple[int, int, int, int], str]] = getattr(self, "status_cache", {})
         try:
             self.stamp.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -90,31 +91,47 @@ class EphemeralDisposables(qubes.ext.Extension):
         if not self._forgetful(vm):
             return
         private_cow = self._private_cow(vm)
-        problem = self._cow_problem(vm) if private_cow else None
+        try:
+            problem = self._cow_problem(vm) if private_cow else None
+        except Exception as error:  # never raise for a named disposable: R4.3 would remove it
+            problem = f"qubes-ephemeral: cannot tell whether {vm.name} gets its /rw copy-on-write: {error!r}"
         if problem and getattr(vm, "auto_cleanup", False):
             # Removed at shutdown anyway: refusing it loses nothing.
             raise qubes.exc.QubesException(problem)
         if problem:
             vm.log.error("%s; it starts with /rw read-only (nothing it writes there is kept)", problem)
-        changes = self.changed.setdefault(vm.name, [])
+        self._restore(vm)  # a record left by an earlier start (qubesd stopped mid-start): put it back first
+        changes: list[list[object]] = []
         for volume_name, attribute, value in PROTECTIONS:
             if volume_name == "private" and not private_cow:
                 continue
             volume = vm.volumes[volume_name]
             if getattr(volume, attribute) == value:
                 continue  # already so (an ephemeral_volatile pool, say)
-            changes.append((volume_name, RAW[attribute], getattr(volume, RAW[attribute])))
-            setattr(volume, attribute, value)
-        if changes:
-            vm.log.info(
-                "qubes-ephemeral: for this start %s",
-                ", ".join(f"{name} {'read-only' if raw == 'rw' else 'ephemeral'}" for name, raw, _ in changes),
-            )
+            changes.append([volume_name, RAW[attribute], getattr(volume, RAW[attribute])])
+        if not changes:
+            return
+        # The record goes where qubes.xml goes: a save before the spawn (qubesd
+        # saves when it is stopped) keeps the record beside the settings.
+        self._record(vm, changes)
+        for name, raw, _before in changes:
+            setattr(vm.volumes[name], PUBLIC[str(raw)], PROTECTIONS_BY_RAW[str(name), str(raw)])
+        vm.log.info(
+            "qubes-ephemeral: for this start %s",
+            ", ".join(f"{name} {'read-only' if raw == 'rw' else 'ephemeral'}" for name, raw, _ in changes),
+        )
 
-    @qubes.ext.handler("domain-spawn", "domain-start-failed")
+    @qubes.ext.handler("domain-spawn")
     def on_domain_spawn(self, vm: Any, event: str, **kwargs: object) -> None:
-        """The libvirt configuration is written (or the start failed): put every setting back."""
+        """qubesd opened the volumes and wrote the libvirt configuration: put every setting back."""
         self._restore(vm)
+
+    @qubes.ext.handler("domain-start-failed")
+    def on_domain_start_failed(self, vm: Any, event: str, **kwargs: object) -> None:
+        """The start failed. R4.2 stops the storage right after this event, closing an
+        ephemeral volume's mapping only while it says ephemeral: rw now, ephemeral at
+        the qube's next load or start."""
+        self._restore(vm, only="rw")
 
     @qubes.ext.handler("domain-stopped")
     def on_domain_stopped(self, vm: Any, event: str, **kwargs: object) -> None:
@@ -123,19 +140,62 @@ class EphemeralDisposables(qubes.ext.Extension):
         Runs before qubesd's own handler stops the storage. What it finds is
         what the start opened, so it holds across a qubesd restart too.
         """
+        changes = []
         for name, volume in getattr(vm, "volumes", {}).items():
             if not volume.ephemeral and os.path.exists(volume.encrypted_volume_path(vm.name, name)):
-                self.changed.setdefault(vm.name, []).append((name, "_ephemeral", volume._ephemeral))
+                changes.append([name, "_ephemeral", volume._ephemeral])
                 volume._ephemeral = True
+        if changes:
+            self._record(vm, changes)
 
     @qubes.ext.handler("domain-shutdown")
     def on_domain_shutdown(self, vm: Any, event: str, **kwargs: object) -> None:
         self._restore(vm)
 
-    def _restore(self, vm: Any) -> None:
-        for volume_name, raw, before in reversed(self.changed.pop(vm.name, [])):
-            if volume_name in vm.volumes:
-                setattr(vm.volumes[volume_name], raw, before)
+    @qubes.ext.handler("domain-load")
+    def on_domain_load(self, vm: Any, event: str, **kwargs: object) -> None:
+        """qubesd (re)started: a halted qube's record is put back now; a running one's at its shutdown."""
+        if RESTORE_FEATURE not in getattr(vm, "features", {}):
+            return
+        try:
+            halted = vm.get_power_state() == "Halted"
+        except Exception:  # libvirt not there yet: the next start or shutdown puts it back
+            return
+        if halted:
+            self._restore(vm)
+
+    @staticmethod
+    def _record(vm: Any, changes: list[list[object]]) -> None:
+        kept = json.loads(vm.features.get(RESTORE_FEATURE, "[]") or "[]")
+        vm.features[RESTORE_FEATURE] = json.dumps(kept + changes)
+
+    @staticmethod
+    def _restore(vm: Any, only: str | None = None) -> None:
+        """Put back what the record says, newest first; forget what was put back."""
+        try:
+            changes = json.loads(vm.features.get(RESTORE_FEATURE, "[]") or "[]")
+        except ValueError:
+            vm.log.error("qubes-ephemeral: %s is not ours; left as it is", RESTORE_FEATURE)
+            return
+        kept: list[list[object]] = []
+        for volume_name, raw, before in reversed(changes):
+            if only is not None and raw != only:
+                kept.insert(0, [volume_name, raw, before])
+            elif raw in PUBLIC:
+                if volume_name in vm.volumes:
+                    setattr(vm.volumes[volume_name], raw, before)
+                # What qubes.xml was loaded into: at domain-load, qubesd makes the
+                # volumes from it after this handler (they may not exist yet).
+                config = getattr(vm, "volume_config", {}).get(volume_name)
+                if isinstance(config, dict):
+                    if before is None:
+                        config.pop(PUBLIC[raw], None)
+                    else:
+                        config[PUBLIC[raw]] = before
+        if kept:
+            vm.features[RESTORE_FEATURE] = json.dumps(kept)
+        elif RESTORE_FEATURE in vm.features:
+            del vm.features[RESTORE_FEATURE]
 
     # -- refusals that remove nothing --------------------------------------
 
@@ -216,6 +276,9 @@ class EphemeralDisposables(qubes.ext.Extension):
         cached = self.status_cache.get(initramfs)
         if cached and cached[0] == key:
             return cached[1]
-        state = vm_initramfs.status(initramfs)
+        try:
+            state = vm_initramfs.status(initramfs)
+        except Exception as error:  # a damaged image (zlib, lzma, ...): never an exception inside a start
+            state = f"error: {type(error).__name__}: {error}"
         self.status_cache[initramfs] = (key, state)
         return state

@@ -17,6 +17,10 @@ PRIVATE_COW = "cow"
 # Without it, private cow is refused for qubes that boot their own kernel.
 OWN_INITRAMFS_FEATURE = "qubes-ephemeral-own-initramfs"
 OWN_INITRAMFS_DRACUT = "dracut"
+# On a disposable, while a start has changed its volume settings: what to put
+# back (JSON). Saved with qubes.xml, so a save before the put-back (qubesd
+# stopped mid-start) is undone at its next load or start.
+RESTORE_FEATURE = "qubes-ephemeral-restore"
 # Written by the extension when qubesd loads it: the formula checks it.
 LOADED_STAMP = "/run/qubes-ephemeral/qubesd-extension.json"
 

@@ -193,10 +193,55 @@ def test_a_failed_start_puts_every_setting_back(dom0: Dom0) -> None:
     error = dom0.start(named)
     assert error is not None
     if "sys-net" in dom0.app.domains:  # R4.2 keeps a named disposable whose start failed; R4.3 removes it (upstream)
-        assert volume_settings(named) == ORIGINAL
+        settings = volume_settings(named)
+        assert {name: settings[name] for name in ("root", "private")} == {"root": (True, None), "private": (True, None)}
+        # ephemeral stays until its next load or start: R4.2 stops the storage right after the
+        # failure, and closes the volatile volume's mapping only while it says ephemeral.
+        app = dom0.restart_qubesd()
+        assert volume_settings(app.domains["sys-net"]) == ORIGINAL
 
 
 def _libvirt_fails(flags: int) -> None:
     import libvirt
 
     raise libvirt.libvirtError("no memory")
+
+
+# Found by a red-team pass on real code.
+
+
+def test_a_damaged_initramfs_never_removes_a_named_disposable(dom0: Dom0) -> None:
+    """A corrupt gzip made the check raise zlib.error inside the start: R4.3 removed the qube."""
+    dvm = mark_cow_unpatched(dom0)
+    (dom0.kernels / KERNEL / "initramfs").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 64)
+    named = dom0.named_disposable(dvm)
+    assert dom0.start(named) is None
+    assert "sys-net" in dom0.app.domains and dom0.attached()["xvdb"]["readonly"] is True, "kept, /rw read-only"
+    disposable = dom0.disposable(dvm)
+    error = dom0.start(disposable)
+    assert error is not None and "lacks the /rw copy-on-write (error: " in str(error)
+
+
+def test_settings_saved_before_the_spawn_are_put_back_when_qubesd_loads_again(dom0: Dom0) -> None:
+    """qubesd saves qubes.xml when it is stopped: stopped in the middle of a start, before the
+    spawn, qubes.xml holds the start's settings. The record saved beside them undoes them."""
+    _template, dvm = cow_setup(dom0)
+    named = dom0.named_disposable(dvm)
+    on_disk = Path(dom0.xml_path)
+    snapshot: dict[str, bytes] = {}
+    storage_start = named.storage.start
+
+    async def saved_then_killed() -> None:
+        dom0.app.save()  # qubesd's SIGTERM handler
+        snapshot["xml"] = on_disk.read_bytes()  # what is on disk when the process dies
+        await storage_start()
+
+    named.storage.start = saved_then_killed
+    assert dom0.start(named) is None
+    dom0.connection.lookupByUUID(named.uuid.bytes).code = 5  # it never ran: the process died first
+    on_disk.write_bytes(snapshot["xml"])
+    app = dom0.restart_qubesd()
+    assert volume_settings(app.domains["sys-net"]) == ORIGINAL
+    assert "qubes-ephemeral-restore" not in app.domains["sys-net"].features
+    app = dom0.restart_qubesd()
+    assert volume_settings(app.domains["sys-net"]) == ORIGINAL, "and qubes.xml keeps nothing"
