@@ -5,7 +5,9 @@
 # exactly what it installed (the list is kept in RECORD, below).
 #
 # Usage: sudo ./install.sh [--uninstall] [--force] [--no-restart] [--root DIR]
-#   --force       install outside dom0 too (a test machine)
+#   --force       install outside dom0 too (a test machine); uninstall even
+#                 while the formula's changes are applied (undo them first:
+#                 qubesctl state.apply ephemeral.clean)
 #   --no-restart  leave qubesd alone (restart it yourself to load the extension)
 #   --root DIR    install under DIR instead of / (for tests; implies --no-restart)
 set -eu
@@ -17,7 +19,7 @@ while [ $# -gt 0 ]; do
         --force) force=yes ;;
         --no-restart) restart=no ;;
         --root) root=$2 restart=no; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -119,6 +121,10 @@ install_tree() {
 }
 
 if [ "$action" = uninstall ]; then
+    # As the RPM's %preun: not while the formula's changes are in dom0 (--force: anyway).
+    if [ "$force" = no ] && [ -x "$root/usr/bin/qubes-ephemeral" ] && "$root/usr/bin/qubes-ephemeral" applied --root "${root:-/}" >&2; then
+        exit 1
+    fi
     uninstall
     # The extension is gone: forget that qubesd had loaded it (the formula and the audit check this).
     if [ "$root" = "" ]; then rm -f /run/qubes-ephemeral/qubesd-extension.json; fi

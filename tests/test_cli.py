@@ -197,3 +197,16 @@ def test_installed_command_runs_as_a_module() -> None:
     result = subprocess.run([sys.executable, "-m", "qubes_ephemeral", "validate", str(PILLAR_EXAMPLE)],
                             capture_output=True, text=True, cwd=ROOT, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_applied_says_whether_the_formulas_changes_are_in_dom0(tmp_path: Path) -> None:
+    """Package removal asks this first (RPM %preun, install.sh --uninstall) and refuses on exit 0."""
+    nothing = run_cli("applied", "--root", str(tmp_path))
+    assert nothing.status == 1 and "nothing applied" in nothing.stdout
+    for record in ("etc/qubes-ephemeral/qubes-originals.json", "etc/qubes-ephemeral/applied.json"):
+        (tmp_path / record).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / record).write_text("{}\n")
+        applied = run_cli("applied", "--root", str(tmp_path))
+        assert applied.status == 0 and "state.apply ephemeral.clean" in applied.stdout
+        assert f"/{record}" in applied.stdout
+        (tmp_path / record).unlink()

@@ -94,6 +94,8 @@ def test_rpm_is_noarch_for_both_dom0_pythons_and_restarts_qubesd(dist: Path) -> 
     scripts = rpm_query(dist, "--scripts")
     assert "systemctl try-restart qubesd.service" in scripts, "qubesd must be restarted to load the extension"
     assert "rm -f /run/qubes-ephemeral/qubesd-extension.json" in scripts, "removed: not reported as loaded"
+    preun = scripts.split("preuninstall scriptlet", 1)[1].split("scriptlet", 1)[0]
+    assert "/usr/bin/qubes-ephemeral applied" in preun and "exit 1" in preun, "not removed while applied"
 
 
 def test_rpm_payload_and_tarball_hold_the_same_tree(payload: Path, tarball: Path) -> None:

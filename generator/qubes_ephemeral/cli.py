@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from . import __version__, audit, audit_report, diff, probe, schema
 from .api import describe
-from .artifacts import Block, Manifest
+from .artifacts import APPLIED_RECORD, QUBES_RECORD, Block, Manifest
 from .emit import EmitError, emit
 from .model import Description
 from .problems import DescriptionError, Problem
@@ -114,6 +114,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_applied(args: argparse.Namespace) -> int:
+    """Whether the formula's changes are in this dom0: package removal refuses while they are,
+    as the extension and the tools they rely on would go and leave them half in place."""
+    found = [path for path in (APPLIED_RECORD, QUBES_RECORD) if os.path.lexists(Path(args.root, path.lstrip("/")))]
+    if not found:
+        print("qubes-ephemeral: nothing applied (no record of the formula)")
+        return EXIT_CHANGES
+    print(
+        f"qubes-ephemeral: applied in this dom0 ({', '.join(found)}); "
+        "undo it first: sudo qubesctl --show-output state.apply ephemeral.clean"
+    )
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="qubes-ephemeral",
@@ -150,6 +164,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)  # tests: read a recording instead
     sub = commands.add_parser("schema", help="list every key with its type, default and meaning")
     sub.add_argument("--json", action="store_true", help="machine-readable list")
+    sub = commands.add_parser(
+        "applied",
+        help="whether the formula's changes are in this dom0 (exit 0) or not (exit 1)",
+        description="Package removal asks this first: it refuses while the formula's changes are in place.",
+    )
+    sub.add_argument("--root", default="/", metavar="DIR", help="root directory of the system (default /)")
     return top
 
 
@@ -162,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
         return cmd_schema(args)
+    if args.command == "applied":
+        return cmd_applied(args)
     try:
         description = describe(_read_input(args.file))
     except DescriptionError as error:
