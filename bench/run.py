@@ -55,12 +55,16 @@ mkdir -p /tmp/package /srv/pillar /srv/bench-salt /var/lib/qubes-emulation
 tar -xzf qubes-ephemeral.tar.gz -C /tmp/package
 for installer in /tmp/package/qubes-ephemeral-*/install.sh; do "$installer" --force --no-restart >/dev/null; done
 cp -r qubes_emulation /opt/qubes-emulation
-for command in qvm-pool qvm-volume qvm-prefs qubes-prefs qvm-features; do
+for command in qvm-pool qvm-volume qvm-prefs qubes-prefs qvm-features qvm-ls; do
     ln -s /opt/qubes-emulation/qubes_admin.py "/usr/local/bin/$command"
 done
 export QUBES_EMULATION_STATE=/var/lib/qubes-emulation/state.json
 python3 -c 'import json, qubes_emulation as q; print(json.dumps(q.dom0_like_state()))' >"$QUBES_EMULATION_STATE"
 cp pillar/* /srv/pillar/
+# The formula needs the qubesd extension loaded: a process under qubesd's name, and its stamp.
+python3 -c 'import time; time.sleep(10**6)' /usr/bin/qubesd &
+mkdir -p /run/qubes-ephemeral
+printf '{{"version": "bench", "pid": %d}}\\n' "$!" >/run/qubes-ephemeral/qubesd-extension.json
 printf 'bench-trivial:\\n  file.managed:\\n    - name: /tmp/bench-trivial\\n    - contents: one file\\n' >/srv/bench-salt/trivial.sls
 # Apply the formula once (activate: boot): the bench reads our formatter from its unit.
 salt-call --local --pillar-root=/srv/pillar state.apply ephemeral >"$OUT/first-apply.log" 2>&1 || true

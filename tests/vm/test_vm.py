@@ -41,8 +41,10 @@ def test_apply_then_reapply_changes_nothing(scenario) -> None:
     assert failures(first["local"]) == [] and changes(first["local"])
     assert failures(second["local"]) == [] and changes(second["local"]) == []
     assert changes(dry["local"]) == [] and all(s["result"] is True for s in dry["local"].values())
-    # The Qubes settings, through the emulated admin commands (Qubes cannot run here).
-    assert (boot.out / "qubes-root-rw").read_text().strip() == "False"
+    # The Qubes settings, through the emulated admin commands (Qubes cannot run here): the
+    # template is marked for the extension; its own volumes are left as they are.
+    assert (boot.out / "qubes-features").read_text().split() == ["qubes-ephemeral", "1"]
+    assert (boot.out / "qubes-root-rw").read_text().strip() == "True"
 
 
 def test_after_reboot_scratch_is_plain_dm_crypt_with_the_configured_cipher(scenario) -> None:
@@ -244,6 +246,7 @@ def test_clean_restores_dom0_swap_and_files(scenario) -> None:
     assert (after.out / "fstab.after-clean").read_bytes() == (first / "fstab.pristine").read_bytes()
     assert (after.out / "crypttab.after-clean").read_bytes() == (first / "crypttab.pristine").read_bytes()
     assert (after.out / "qubes-root-rw").read_text().strip() == "True"
+    assert (after.out / "qubes-features").read_text().strip() == "", "the mark is gone"
     assert (after.out / "qubes-record").read_text().strip() == "absent"
     facts = after.json("after-clean.json")
     assert [s["device"] for s in facts["swaps"]] == ["qubes_dom0-swap"]

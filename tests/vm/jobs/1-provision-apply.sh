@@ -66,7 +66,7 @@ UNIT
 done
 
 # The emulated Qubes admin commands, with a fresh install's state.
-for command in qvm-pool qvm-volume qvm-prefs qubes-prefs qvm-features; do
+for command in qvm-pool qvm-volume qvm-prefs qubes-prefs qvm-features qvm-ls; do
     ln -s /opt/qubes-emulation/qubes_admin.py "/usr/local/bin/$command"
 done
 cp -r qubes_emulation /opt/qubes-emulation
@@ -81,6 +81,11 @@ for installer in /tmp/package/qubes-ephemeral-*/install.sh; do
     "$installer" --force --no-restart >"$OUT/install"
     "$installer" --force --no-restart >"$OUT/install-again"
 done
+# What the package's restart of qubesd does in dom0: the qubesd stand-in loads the
+# extension now (the formula needs it loaded), and writes its stamp.
+systemctl start qubesd.service
+n=0
+while [ ! -e /run/qubes-ephemeral/qubesd-extension.json ] && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 cp pillar/* /srv/pillar/
 audit audit-before-apply
 salt_apply ephemeral apply-1.json
@@ -88,3 +93,4 @@ salt_apply ephemeral apply-2.json
 salt_apply ephemeral apply-3-test.json test=True
 facts before-reboot
 qvm-volume info default-dvm:root rw >"$OUT/qubes-root-rw"
+qvm-features default-dvm >"$OUT/qubes-features"

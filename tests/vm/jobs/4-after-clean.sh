@@ -5,6 +5,7 @@ facts after-clean
 cp /etc/fstab "$OUT/fstab.after-clean"
 cp /etc/crypttab "$OUT/crypttab.after-clean"
 qvm-volume info default-dvm:root rw >"$OUT/qubes-root-rw"
+qvm-features default-dvm >"$OUT/qubes-features"
 test -e /etc/qubes-ephemeral && echo present >"$OUT/qubes-record" || echo absent >"$OUT/qubes-record"
 # dom0's own swap is back: the audit reports it as a gap again (a description without swap:).
 audit audit-swap-gap no-swap-pillar.sls
