@@ -163,8 +163,9 @@ QUBES = Section(
             "disposable_templates",
             "mapping of disposable template names",
             (),
-            "For each disposable template (NAME: {}): its disposables' root writes go to the volatile volume "
-            "(qvm-volume config NAME:root rw False) and that volume is ephemeral (NAME:volatile ephemeral True).",
+            "For each disposable template (NAME: {}): the feature qubes-ephemeral on NAME; the qubesd extension "
+            "then makes each start of its disposables root read-only (writes to the volatile volume) and keys "
+            "that volume for the start.",
             qubes_values.disposable_templates,
         ),
         Setting(
