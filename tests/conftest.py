@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,15 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import qubesd_process
 import yaml
 from qubes_ephemeral import cli
 from required_tools import require  # noqa: F401 (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 PILLAR_EXAMPLE = ROOT / "pillar.example"
-
-# Where the qubesd extension says which qubesd loaded it (qubesd_extension_feature.LOADED_STAMP).
-STAMP = "/run/qubes-ephemeral/qubesd-extension.json"
 
 MINIMAL = {"ephemeral": {"scratch": {"device": "/dev/qubes_dom0/ephemeral"}}}
 
@@ -70,14 +67,5 @@ def write(tmp_path: Path):
 
 @pytest.fixture
 def qubesd() -> Iterator[subprocess.Popen[bytes]]:
-    """A process named as qubesd is on its command line (python3 /usr/bin/qubesd):
-    the extension's stamp names the PID of the qubesd that loaded it."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "/usr/bin/qubesd"])
-    yield process
-    process.kill()
-    process.wait()
-
-
-def loaded_by(process: subprocess.Popen[bytes]) -> str:
-    """The stamp the extension writes when the qubesd ``process`` loads it."""
-    return json.dumps({"version": "0.1.0", "pid": process.pid})
+    """A process named as qubesd is on its command line (see qubesd_process.py)."""
+    yield from qubesd_process.running()

@@ -15,8 +15,9 @@ import hashlib
 import json
 
 import pytest
-from conftest import PILLAR_EXAMPLE, ROOT, STAMP, loaded_by
+from conftest import PILLAR_EXAMPLE, ROOT
 from initramfs_fixtures import make_initramfs
+from qubesd_process import STAMP, loaded_by
 from salt_sandbox import Sandbox
 from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed, sandbox  # noqa: F401 (fixture)
 

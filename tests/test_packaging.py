@@ -186,7 +186,7 @@ def test_install_sh_installs_once_refuses_outside_dom0_and_uninstalls_exactly(ta
 
 @pytest.mark.salt
 def test_formula_from_the_unpacked_payload_applies_and_cleans(payload: Path, tmp_path: Path, qubesd) -> None:
-    from conftest import STAMP, loaded_by
+    from qubesd_process import STAMP, loaded_by
     from salt_sandbox import Sandbox, available
     from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed
 
