@@ -92,7 +92,7 @@ def test_table_output_is_plain_text_when_not_on_a_terminal(tmp_path: Path) -> No
     assert result.status == 0
     assert "\033[" not in result.stdout
     assert result.stdout.splitlines()[0].split() == ["AREA", "STATUS", "LEVEL", "WHAT", "DETAIL"]
-    assert result.stdout.rstrip().endswith("15 ok, 0 missing, 1 gaps, 0 unknown")
+    assert result.stdout.rstrip().endswith("16 ok, 0 missing, 1 gaps, 0 unknown")
     coloured = audit_report.table([audit.Finding("swap", "x", "missing", 1, "d", True)], colour=True)
     assert "\033[31mmissing" in coloured
 
@@ -244,3 +244,29 @@ def test_a_cow_template_on_its_own_kernel_needs_the_hook_said_present(kernel: st
     found = {f.item: f for f in report._template("default-dvm", cow=True)}
     own = found["default-dvm: the kernel its disposables boot carries the /rw copy-on-write"]
     assert own.status == status, own.detail
+
+
+LS = "qvm-ls|--raw-data|--fields|NAME,CLASS,TEMPLATE"
+
+
+@pytest.mark.parametrize(
+    ("listing", "features", "status", "says"),
+    [
+        # A named disposable of our template carries its copied mark: as it should.
+        ((0, "default-dvm|AppVM|fedora-41\nsys-net|DispVM|default-dvm\n", ""), {"sys-net": "qubes-ephemeral  1"},
+         "ok", "none"),
+        # A start's record not put back (qubesd stopped mid-start).
+        ((0, "sys-net|DispVM|default-dvm\n", ""), {"sys-net": 'qubes-ephemeral  1\nqubes-ephemeral-restore  [["root", "rw", true]]'},
+         "missing", "not put back yet"),
+        # Our mark on a disposable of a template the description no longer names.
+        ((0, "old-disp|DispVM|old-dvm\n", ""), {"old-disp": "qubes-ephemeral  1"}, "missing", "from template old-dvm"),
+        ((127, "", "qvm-ls: command not found"), {}, "unknown", "qvm-ls"),
+    ],
+)  # fmt: skip
+def test_audit_reports_what_the_extension_or_an_earlier_pillar_left_on_disposables(
+    listing: tuple[int, str, str], features: dict[str, str], status: str, says: str
+) -> None:
+    runs = {LS: listing, **{f"qvm-features|--|{vm}": (0, text + "\n", "") for vm, text in features.items()}}
+    report = audit.Audit(host_with(**runs), COW, render(COW))
+    found = report._leftovers(["default-dvm"])
+    assert found.status == status and says in found.detail, found

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from . import diff, naming, parsers, render_layout, render_private_cow
-from .artifacts import Manifest
+from .artifacts import DISPOSABLES_CLEANUP, Manifest
 from .model import Crypt, Description, Scratch
 from .probe import NOT_FOUND, Host, Output
 from .qubesd_extension_feature import (
@@ -29,6 +29,7 @@ from .qubesd_extension_feature import (
     OWN_INITRAMFS_FEATURE,
     PRIVATE_COW,
     PRIVATE_FEATURE,
+    RESTORE_FEATURE,
     loaded_by_running_qubesd,
 )
 from .render import PROTECT_UNIT
@@ -290,6 +291,7 @@ class Audit:
             loaded, detail = loaded_by_running_qubesd(self.host.read)
             status = "unknown" if loaded is None else ("ok" if loaded else "missing")
             yield Finding("qubes", "qubesd extension loaded", status, 1, detail, True)
+            yield self._leftovers([t.name for t in qubes.disposable_templates])
         if qubes.pool:
             info = self._qubes("qvm-pool", "info", qubes.pool)
             where = parsers.key_values(info.out).get("dir_path") if info.rc == 0 else None
@@ -323,6 +325,28 @@ class Audit:
         if not cow:
             yield Finding("qubes", f"{name}: /rw of its disposables", "gap", 1, "private: persistent: what a "
                           "disposable writes to /rw goes to a snapshot under the disk key", False)  # fmt: skip
+
+    def _leftovers(self, templates: list[str]) -> Finding:
+        """What the extension or an earlier pillar left on disposables: a start's record not put
+        back yet, or our features on a disposable of a template that is not (any longer) ours."""
+        item = "disposables: nothing left behind by the extension or an earlier pillar"
+        listing = self._qubes(*DISPOSABLES_CLEANUP["list"])
+        if listing.rc != 0:
+            return Finding("qubes", item, "unknown", 1, _why(listing, "qvm-ls"), True)
+        found = []
+        for row in (line.split("|") for line in listing.out.splitlines()):
+            if len(row) < 3 or row[1] != "DispVM":
+                continue
+            features = parsers.key_values(self._qubes("qvm-features", "--", row[0]).out)
+            if RESTORE_FEATURE in features:
+                found.append(f"{row[0]}: a start's settings not put back yet ({RESTORE_FEATURE}; at its next start)")
+            stray = [f for f in DISPOSABLES_CLEANUP["features"] if f in features and row[2] not in templates]
+            if stray:
+                found.append(f"{row[0]}: {', '.join(stray)} from template {row[2]}, not in the description "
+                             f"(clear: qvm-features --unset {row[0]} FEATURE)")  # fmt: skip
+        if found:
+            return Finding("qubes", item, "missing", 1, "; ".join(found), True)
+        return Finding("qubes", item, "ok", 1, "none", True)
 
     @staticmethod
     def _own_kernel(name: str, read: Callable[..., str | None]) -> Finding:
