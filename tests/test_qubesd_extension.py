@@ -220,3 +220,14 @@ def patched_initramfs(folder: Path) -> bytes:
     path.write_bytes(make_initramfs())
     vm_initramfs.apply(path, b"# hook\n")
     return path.read_bytes()
+
+
+@pytest.mark.parametrize("record", ["not json", "5", '[["root"]]', '[["root", ["rw"], true]]', "[1, 2, 3]"])
+def test_a_restore_record_we_did_not_write_never_stops_a_start(qubes, record: str) -> None:
+    """Inside a start an exception costs R4.3 the named disposable: an odd record is logged, not raised."""
+    named = qubes.dispvm.DispVM("sys-net", make_template(qubes.vm, marked=True), auto_cleanup=False)
+    named.features["qubes-ephemeral-restore"] = record
+    before = settings(named)
+    named.start()
+    assert named.attached["root"]["readonly"] is True and named.attached["volatile"]["ephemeral"] is True
+    assert settings(named) == before

@@ -18,10 +18,11 @@ It acts only on disposables whose own features, or their template chain's,
 carry ``qubes-ephemeral``. The template itself is never touched.
 
 Nothing it changes outlives the start. Once qubesd has opened the volumes
-and written the libvirt configuration (``domain-spawn``), or the start
-failed, every setting is put back: the running qube keeps its read-only
-disks and its keyed volatile volume, and qubes.xml never keeps our
-settings. A named disposable is unchanged when the package goes, and
+and written the libvirt configuration (``domain-spawn``), every setting is
+put back (after a failed start, ``rw`` at once and ``ephemeral`` at the
+qube's next load or start): the running qube keeps its read-only disks and
+its keyed volatile volume, and a record saved beside the settings
+(``qubes-ephemeral-restore``) undoes any that a save caught. A named disposable is unchanged when the package goes, and
 nothing depends on whether a release saves ``rw False`` across a qubesd
 restart.
 
@@ -68,7 +69,6 @@ PROTECTIONS = (("root", "rw", False), ("private", "rw", False), ("volatile", "ep
 # ephemeral is put back raw: None means "as its pool says", which the public setter cannot express.
 RAW = {"rw": "rw", "ephemeral": "_ephemeral"}
 PUBLIC = {raw: public for public, raw in RAW.items()}
-PROTECTIONS_BY_RAW = {(volume, RAW[attribute]): value for volume, attribute, value in PROTECTIONS}
 
 
 class EphemeralDisposables(qubes.ext.Extension):
@@ -101,21 +101,21 @@ class EphemeralDisposables(qubes.ext.Extension):
         if problem:
             vm.log.error("%s; it starts with /rw read-only (nothing it writes there is kept)", problem)
         self._restore(vm)  # a record left by an earlier start (qubesd stopped mid-start): put it back first
-        changes: list[list[object]] = []
-        for volume_name, attribute, value in PROTECTIONS:
-            if volume_name == "private" and not private_cow:
-                continue
-            volume = vm.volumes[volume_name]
-            if getattr(volume, attribute) == value:
-                continue  # already so (an ephemeral_volatile pool, say)
-            changes.append([volume_name, RAW[attribute], getattr(volume, RAW[attribute])])
-        if not changes:
+        wanted = [
+            (name, attribute, value)
+            for name, attribute, value in PROTECTIONS
+            if (name != "private" or private_cow) and getattr(vm.volumes[name], attribute) != value
+        ]  # a value already so (an ephemeral_volatile pool, say) is left alone
+        if not wanted:
             return
+        changes: list[list[object]] = [
+            [name, RAW[attribute], getattr(vm.volumes[name], RAW[attribute])] for name, attribute, _ in wanted
+        ]
         # The record goes where qubes.xml goes: a save before the spawn (qubesd
         # saves when it is stopped) keeps the record beside the settings.
         self._record(vm, changes)
-        for name, raw, _before in changes:
-            setattr(vm.volumes[name], PUBLIC[str(raw)], PROTECTIONS_BY_RAW[str(name), str(raw)])
+        for name, attribute, value in wanted:
+            setattr(vm.volumes[name], attribute, value)
         vm.log.info(
             "qubes-ephemeral: for this start %s",
             ", ".join(f"{name} {'read-only' if raw == 'rw' else 'ephemeral'}" for name, raw, _ in changes),
@@ -165,23 +165,31 @@ class EphemeralDisposables(qubes.ext.Extension):
             self._restore(vm)
 
     @staticmethod
-    def _record(vm: Any, changes: list[list[object]]) -> None:
-        kept = json.loads(vm.features.get(RESTORE_FEATURE, "[]") or "[]")
-        vm.features[RESTORE_FEATURE] = json.dumps(kept + changes)
-
-    @staticmethod
-    def _restore(vm: Any, only: str | None = None) -> None:
-        """Put back what the record says, newest first; forget what was put back."""
+    def _load_record(vm: Any) -> list[list[object]] | None:
+        """The record of what to put back: [[volume, attribute, value], ...]; None when it is
+        not one we write (it must never raise: inside a start, R4.3 would remove the qube)."""
         try:
-            changes = json.loads(vm.features.get(RESTORE_FEATURE, "[]") or "[]")
+            record = json.loads(vm.features.get(RESTORE_FEATURE, "[]") or "[]")
         except ValueError:
-            vm.log.error("qubes-ephemeral: %s is not ours; left as it is", RESTORE_FEATURE)
+            record = None
+        if not isinstance(record, list) or not all(isinstance(e, list) and len(e) == 3 for e in record):
+            vm.log.error("qubes-ephemeral: %s holds no record we write; left as it is", RESTORE_FEATURE)
+            return None
+        return record
+
+    def _record(self, vm: Any, changes: list[list[object]]) -> None:
+        vm.features[RESTORE_FEATURE] = json.dumps((self._load_record(vm) or []) + changes)
+
+    def _restore(self, vm: Any, only: str | None = None) -> None:
+        """Put back what the record says, newest first; forget what was put back."""
+        changes = self._load_record(vm)
+        if changes is None:
             return
         kept: list[list[object]] = []
         for volume_name, raw, before in reversed(changes):
             if only is not None and raw != only:
                 kept.insert(0, [volume_name, raw, before])
-            elif raw in PUBLIC:
+            elif isinstance(raw, str) and raw in PUBLIC and isinstance(volume_name, str):
                 if volume_name in vm.volumes:
                     setattr(vm.volumes[volume_name], raw, before)
                 # What qubes.xml was loaded into: at domain-load, qubesd makes the
