@@ -91,7 +91,7 @@ def machine() -> dict[str, Any]:
 def bench_generator(templates: int = 200, runs: int = 5) -> dict[str, Any]:
     """Validate and render a description with many disposable templates, in this process."""
     from qubes_ephemeral.api import describe
-    from qubes_ephemeral.render import render
+    from qubes_ephemeral.render.manifest import render
 
     names = "".join(f"      dvm-{index:03d}: {{private: persistent}}\n" for index in range(templates))
     text = ("ephemeral:\n  scratch:\n    device: /dev/qubes_dom0/ephemeral\n  qubes:\n    disposable_templates:\n"

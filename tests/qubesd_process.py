@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from qubes_ephemeral.qubesd_extension_feature import LOADED_STAMP as STAMP
+from qubes_ephemeral.qubesd.feature import LOADED_STAMP as STAMP
 
 __all__ = ["STAMP", "loaded_by", "running"]
 

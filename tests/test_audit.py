@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from conftest import PILLAR_EXAMPLE, run_cli
-from qubes_ephemeral import audit, audit_report, parsers
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.probe import Output, RecordedHost
-from qubes_ephemeral.render import render
+from qubes_ephemeral.dom0 import audit, audit_report, parsers
+from qubes_ephemeral.dom0.probe import Output, RecordedHost
+from qubes_ephemeral.render.manifest import render
 
 RECORDINGS = Path(__file__).parent / "audit_recordings"
 # The pillar of the VM suite's first boots: pillar.example with journald: volatile.

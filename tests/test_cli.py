@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from conftest import PILLAR_EXAMPLE, ROOT, description, run_cli
-from qubes_ephemeral import __version__, schema
+from qubes_ephemeral import __version__
+from qubes_ephemeral.description import schema
 
 
 def test_pillar_example_validates() -> None:
@@ -143,8 +144,8 @@ def test_diff_shows_changes_and_exits_1(tmp_path: Path) -> None:
 
 def _apply_render(out: Path, root: Path) -> None:
     """Apply a render folder under root the way the formula does (test double for Salt)."""
-    from qubes_ephemeral import textedit
-    from qubes_ephemeral.artifacts import Block, CommentOut
+    from qubes_ephemeral.dom0 import textedit
+    from qubes_ephemeral.render.artifacts import Block, CommentOut
 
     manifest = json.loads((out / "manifest.json").read_text())
     for entry in manifest["artifacts"]:

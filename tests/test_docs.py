@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from conftest import PILLAR_EXAMPLE, ROOT, run_cli
-from qubes_ephemeral import schema
-from qubes_ephemeral.source import load_text
+from qubes_ephemeral.description import schema
+from qubes_ephemeral.description.source import load_text
 
 # Keys whose default is empty: pillar.example shows a use instead (its comment names the default).
 EXAMPLES_NOT_DEFAULTS = {"ephemeral.qubes.disposable_templates"}

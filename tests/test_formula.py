@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import PILLAR_EXAMPLE
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.artifacts import Block, CommentOut, Directory, File, Symlink
-from qubes_ephemeral.render import render
+from qubes_ephemeral.render.artifacts import Block, CommentOut, Directory, File, Symlink
+from qubes_ephemeral.render.manifest import render
 from qubesd_process import STAMP, loaded_by
 from salt_sandbox import Sandbox, available
 

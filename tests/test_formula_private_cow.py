@@ -128,7 +128,7 @@ def test_a_kernel_init_this_version_does_not_know_fails_the_state(sandbox: Sandb
 
 
 MODULE = "/usr/lib/dracut/modules.d/91qubes-ephemeral-private"
-VM_SOURCES = ROOT / "generator" / "qubes_ephemeral" / "vm"
+VM_SOURCES = ROOT / "generator" / "qubes_ephemeral" / "payload"
 
 
 def test_template_state_installs_the_dracut_module_once_and_cleans(sandbox: Sandbox) -> None:  # noqa: F811

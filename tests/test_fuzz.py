@@ -14,7 +14,7 @@ import yaml
 from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from qubes_ephemeral import schema
+from qubes_ephemeral.description import schema
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False),

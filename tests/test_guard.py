@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import PILLAR_EXAMPLE, require
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.artifacts import File
-from qubes_ephemeral.render import GUARD_PATH, render
+from qubes_ephemeral.render.artifacts import File
+from qubes_ephemeral.render.manifest import GUARD_PATH, render
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from conftest import PILLAR_EXAMPLE, ROOT, require
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.artifacts import File
-from qubes_ephemeral.render import render
+from qubes_ephemeral.render.artifacts import File
+from qubes_ephemeral.render.manifest import render
 
 
 def run(*command: str) -> None:
@@ -50,6 +50,6 @@ def test_shellcheck(tmp_path: Path) -> None:
     scripts += [str(p) for p in (ROOT / "tests/vm/guest").glob("*.sh")]
     scripts += [str(ROOT / "tests/vm/recipe" / name) for name in ("build-image", "qe-agent")]
     # What runs in the VM's initramfs (busybox sh or dash) and the dracut module.
-    vm = ROOT / "generator/qubes_ephemeral/vm"
+    vm = ROOT / "generator/qubes_ephemeral/payload"
     scripts += [str(vm / "private-cow.sh"), *(str(p) for p in sorted((vm / "dracut").glob("*.sh")))]
     run("shellcheck", "-x", *scripts)

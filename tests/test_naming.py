@@ -8,7 +8,7 @@ import subprocess
 from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qubes_ephemeral import naming
+from qubes_ephemeral.render import naming
 
 paths = st.lists(st.text(st.sampled_from("abz09-_.:@+=/x"), min_size=1, max_size=8), min_size=1, max_size=4)
 

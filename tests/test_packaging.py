@@ -122,7 +122,7 @@ def test_file_list(payload: Path) -> None:
     rest = {f for f in files if not f.startswith((f"{LIB}/qubes_ephemeral/", f"{FORMULA}/", f"{dist_info}/"))}
     assert rest == EXPECTED_OUTSIDE_LIB - {f"{FORMULA}/ephemeral/lib/qubes_ephemeral"}
     entry_points = (payload / dist_info / "entry_points.txt").read_text()
-    assert "[qubes.ext]" in entry_points and "qubes_ephemeral.qubesd_extension:EphemeralDisposables" in entry_points
+    assert "[qubes.ext]" in entry_points and "qubes_ephemeral.qubesd.extension:EphemeralDisposables" in entry_points
 
 
 def test_unpacked_payload_runs(payload: Path) -> None:
@@ -141,7 +141,7 @@ def test_unpacked_payload_runs(payload: Path) -> None:
     assert result.returncode == 0, result.stderr
     module, entry = result.stdout.splitlines()
     assert Path(module).resolve().is_relative_to(payload / LIB), "site-packages links to the shipped library"
-    assert "qubes_ephemeral.qubesd_extension:EphemeralDisposables" in entry
+    assert "qubes_ephemeral.qubesd.extension:EphemeralDisposables" in entry
     command = payload / "usr/bin/qubes-ephemeral"
     result = subprocess.run([str(ROOT / ".venv/bin/python"), str(command), "validate", str(PILLAR_EXAMPLE)],
                             capture_output=True, text=True, env=env, check=False)  # fmt: skip

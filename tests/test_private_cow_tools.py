@@ -33,13 +33,13 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, require
-from qubes_ephemeral import vm_initramfs
+from qubes_ephemeral.payload import vm_initramfs
 
-HOOK = ROOT / "generator/qubes_ephemeral/vm/private-cow.sh"
-VM_INITRAMFS = ROOT / "generator/qubes_ephemeral/vm_initramfs.py"
+HOOK = ROOT / "generator/qubes_ephemeral/payload/private-cow.sh"
+VM_INITRAMFS = ROOT / "generator/qubes_ephemeral/payload/vm_initramfs.py"
 GUEST_COW = ROOT / "tests/vm/guest/private_cow.sh"
 GUEST_INIT = ROOT / "tests/vm/guest/qubes_like_init.sh"
-MODULE_SETUP = ROOT / "generator/qubes_ephemeral/vm/dracut/module-setup.sh"
+MODULE_SETUP = ROOT / "generator/qubes_ephemeral/payload/dracut/module-setup.sh"
 
 # What dom0's VM initramfs holds besides the shell, by where it comes from:
 # qubes-linux-utils dracut/simple/module-setup.sh (`inst_multiple`), the same

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 from initramfs_fixtures import make_initramfs
-from qubes_ephemeral.qubesd_extension_feature import loaded_by_running_qubesd
+from qubes_ephemeral.qubesd.feature import loaded_by_running_qubesd
 
 STANDIN = Path(__file__).parent / "qubesd_standin"
 KERNEL = "6.6.48-1.qubes.fc37.x86_64"
@@ -45,7 +45,7 @@ def qubes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     ext = importlib.import_module("qubes.ext")
     exc = importlib.import_module("qubes.exc")
     monkeypatch.setattr(ext.Extension, "_instances", {})
-    extension = importlib.import_module("qubes_ephemeral.qubesd_extension")
+    extension = importlib.import_module("qubes_ephemeral.qubesd.extension")
     kernels = tmp_path / "vm-kernels"
     (kernels / KERNEL).mkdir(parents=True)
     monkeypatch.setattr(extension.EphemeralDisposables, "stamp", tmp_path / "run" / "qubesd-extension.json")
@@ -210,11 +210,11 @@ def test_registered_as_a_qubes_ext_entry_point() -> None:
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group="qubes.ext")}
-    assert names.get("qubes_ephemeral") == "qubes_ephemeral.qubesd_extension:EphemeralDisposables"
+    assert names.get("qubes_ephemeral") == "qubes_ephemeral.qubesd.extension:EphemeralDisposables"
 
 
 def patched_initramfs(folder: Path) -> bytes:
-    from qubes_ephemeral import vm_initramfs
+    from qubes_ephemeral.payload import vm_initramfs
 
     path = folder / "initramfs"
     path.write_bytes(make_initramfs())

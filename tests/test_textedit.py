@@ -5,10 +5,10 @@ from __future__ import annotations
 from conftest import PILLAR_EXAMPLE
 from hypothesis import given
 from hypothesis import strategies as st
-from qubes_ephemeral import textedit
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.artifacts import Block, CommentOut
-from qubes_ephemeral.render import render
+from qubes_ephemeral.dom0 import textedit
+from qubes_ephemeral.render.artifacts import Block, CommentOut
+from qubes_ephemeral.render.manifest import render
 
 MANIFEST = render(describe(PILLAR_EXAMPLE.read_bytes()))
 FSTAB_BLOCK = next(a for a in MANIFEST.artifacts if isinstance(a, Block) and a.target == "/etc/fstab")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from initramfs_fixtures import QUBES_LIKE_INIT, extract_with_gnu_cpio, make_initramfs
-from qubes_ephemeral import vm_initramfs
+from qubes_ephemeral.payload import vm_initramfs
 
 
 @pytest.mark.parametrize(("compress", "early"), [("gzip", False), ("zstd", False), ("xz", False), ("none", False),

@@ -32,12 +32,12 @@ def _generator(saltenv="base"):
     if lib and lib not in sys.path:
         sys.path.insert(0, lib)
     try:
-        import qubes_ephemeral.api  # noqa: PLC0415
-        import qubes_ephemeral.problems  # noqa: PLC0415
+        import qubes_ephemeral.api
+        import qubes_ephemeral.description.problems
     except ImportError as error:
         raise CommandExecutionError(
             "the qubes-ephemeral generator was not found: install the qubes-ephemeral package or keep "
-            "ephemeral/lib/qubes_ephemeral next to the formula ({})".format(error)
+            f"ephemeral/lib/qubes_ephemeral next to the formula ({error})"
         )
     return qubes_ephemeral
 
@@ -87,8 +87,8 @@ def qubesd_extension(stamp, saltenv="base"):
     True, False or None (cannot tell), "detail": why}``, from ``stamp`` (the
     file the extension writes, with qubesd's PID) and /proc."""
     _generator(saltenv)
-    import qubes_ephemeral.probe  # noqa: PLC0415
-    import qubes_ephemeral.qubesd_extension_feature as feature  # noqa: PLC0415
+    import qubes_ephemeral.dom0.probe
+    import qubes_ephemeral.qubesd.feature as feature
 
     loaded, detail = feature.loaded_by_running_qubesd(qubes_ephemeral.probe.Host().read, stamp)
     return {"loaded": loaded, "detail": detail}

@@ -97,16 +97,16 @@ def required(name, get, value, hint="", key=None):
     try:
         current = _read(get, key)
     except RuntimeError as error:
-        ret.update(result=False, comment="{}; {}".format(error, hint))
+        ret.update(result=False, comment=f"{error}; {hint}")
         return ret
     if current != value:
-        ret.update(result=False, comment="{}: expected {}, found {}; {}".format(name, value, current, hint))
+        ret.update(result=False, comment=f"{name}: expected {value}, found {current}; {hint}")
     else:
-        ret["comment"] = "{}: {}".format(name, value)
+        ret["comment"] = f"{name}: {value}"
     return ret
 
 
-def set_(name, get, set, value, record, key=None, default=None, unset=None, missing_exit=None, listing=False):  # noqa: A002
+def set_(name, get, set, value, record, key=None, default=None, unset=None, missing_exit=None, listing=False):
     """Make ``get`` read ``value``; record the value replaced first. ``default``:
     what an absent key means (Qubes omits options left at their default).
     ``unset``/``missing_exit``: for settings that can be absent (features,
@@ -117,21 +117,21 @@ def set_(name, get, set, value, record, key=None, default=None, unset=None, miss
     try:
         current = _current(get, key, missing_exit, default, listing)
         if current == value:
-            ret["comment"] = "{} is already {}".format(name, value)
+            ret["comment"] = f"{name} is already {value}"
             return ret
         ret["changes"] = {"old": current, "new": value}
         if __opts__["test"]:
-            ret.update(result=None, comment="{} would be set to {}".format(name, value))
+            ret.update(result=None, comment=f"{name} would be set to {value}")
             return ret
         _remember(record, name, {"value": current, "set": set, "unset": unset})
         _run(unset if value is None else _fill(set, value))
         now = _current(get, key, missing_exit, default, listing)
         if now != value:
-            raise RuntimeError("{} still reads {} after setting it".format(name, now))
+            raise RuntimeError(f"{name} still reads {now} after setting it")
     except RuntimeError as error:
         ret.update(result=False, changes={}, comment=str(error))
         return ret
-    ret["comment"] = "{} set to {}".format(name, value)
+    ret["comment"] = f"{name} set to {value}"
     return ret
 
 
@@ -146,9 +146,9 @@ def extension_loaded(name, stamp, mandatory, hint):
         return ret
     message = "the qubes-ephemeral qubesd extension is not loaded ({})".format(found["detail"])
     if mandatory:
-        ret.update(result=False, comment="{}: the disposable templates' protection needs it; {}".format(message, hint))
+        ret.update(result=False, comment=f"{message}: the disposable templates' protection needs it; {hint}")
     else:
-        ret["comment"] = "{}. {}".format(message, hint)
+        ret["comment"] = f"{message}. {hint}"
         ret["warnings"] = [ret["comment"]]
     return ret
 
@@ -179,31 +179,31 @@ def pool_present(name, pool, driver, dir_path, mountpoint, layout_unit, get, add
                     "a pool named {} already exists (driver {}, dir_path {}) and is not the one the pillar "
                     "describes; pick another name for qubes.pool".format(pool, info.get("driver"), info.get("dir_path"))
                 )
-            ret["comment"] = "pool {} is present".format(pool)
+            ret["comment"] = f"pool {pool} is present"
             return ret
-        ret["changes"] = {"old": None, "new": "{} {}".format(driver, dir_path)}
+        ret["changes"] = {"old": None, "new": f"{driver} {dir_path}"}
         if __opts__["test"]:
-            ret.update(result=None, comment="pool {} would be added".format(pool))
+            ret.update(result=None, comment=f"pool {pool} would be added")
             return ret
         if not os.path.ismount(mountpoint) or not os.path.isdir(dir_path):
             raise RuntimeError(
-                "pool {} can only be added while the scratch filesystem is mounted on {} and laid out "
-                "({} missing); reboot (or use activate: now) and apply again".format(pool, mountpoint, dir_path)
+                f"pool {pool} can only be added while the scratch filesystem is mounted on {mountpoint} and laid out "
+                f"({dir_path} missing); reboot (or use activate: now) and apply again"
             )
         _remember(record, name, {"value": None, "set": add, "unset": remove,
-                                 "hint": "remove the qubes that use pool {} (qvm-volume list -p {}), "
-                                         "then run ephemeral.clean again".format(pool, pool)})  # fmt: skip
+                                 "hint": f"remove the qubes that use pool {pool} (qvm-volume list -p {pool}), "
+                                         "then run ephemeral.clean again"})  # fmt: skip
         _run(add)
         if _pool_info(get) is None:
-            raise RuntimeError("pool {} is still missing after adding it".format(pool))
+            raise RuntimeError(f"pool {pool} is still missing after adding it")
     except RuntimeError as error:
         ret.update(result=False, changes={}, comment=str(error))
         return ret
-    ret["comment"] = "pool {} added ({}, {}; layout by {})".format(pool, driver, dir_path, layout_unit)
+    ret["comment"] = f"pool {pool} added ({driver}, {dir_path}; layout by {layout_unit})"
     return ret
 
 
-def disposables_unmarked(name, record, templates, features, list):  # noqa: A002
+def disposables_unmarked(name, record, templates, features, list):
     """Take our features off the disposables of our templates.
 
     A disposable copies its template's features when it is created; a named
@@ -231,7 +231,7 @@ def disposables_unmarked(name, record, templates, features, list):  # noqa: A002
     if not found:
         ret["comment"] = "no disposable of {} carries our features".format(", ".join(sorted(ours)) or "our templates")
         return ret
-    changes = {"unset": ["{} {}".format(vm, feature) for vm, feature in found]}
+    changes = {"unset": [f"{vm} {feature}" for vm, feature in found]}
     if __opts__["test"]:
         ret.update(result=None, changes=changes, comment="features would be unset on disposables")
         return ret
@@ -241,7 +241,7 @@ def disposables_unmarked(name, record, templates, features, list):  # noqa: A002
     except RuntimeError as error:
         ret.update(result=False, comment=str(error))
         return ret
-    ret.update(changes=changes, comment="our features unset on {} disposable(s)".format(len({vm for vm, _ in found})))
+    ret.update(changes=changes, comment=f"our features unset on {len({vm for vm, _ in found})} disposable(s)")
     return ret
 
 
@@ -250,11 +250,11 @@ def restored(name, record):
     ret = _ret(name)
     originals = _load(record)
     if name not in originals:
-        ret["comment"] = "{}: nothing recorded, nothing to restore".format(name)
+        ret["comment"] = f"{name}: nothing recorded, nothing to restore"
         return ret
     entry = originals[name]
     if __opts__["test"]:
-        ret.update(result=None, changes={"new": entry["value"]}, comment="{} would be restored".format(name))
+        ret.update(result=None, changes={"new": entry["value"]}, comment=f"{name} would be restored")
         return ret
     try:
         if entry["value"] is None and entry.get("unset"):
@@ -263,7 +263,7 @@ def restored(name, record):
             _run(_fill(entry["set"], entry["value"]))
     except RuntimeError as error:
         hint = entry.get("hint")
-        ret.update(result=False, comment="{}; {}".format(error, hint) if hint else str(error))
+        ret.update(result=False, comment=f"{error}; {hint}" if hint else str(error))
         return ret
     del originals[name]
     _save(record, originals)

@@ -1,3 +1,3 @@
-from .cli import run
+from qubes_ephemeral.cli import run
 
 run()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .artifacts import Manifest
-from .model import Description
-from .render import render
-from .source import ROOT, Source, load_bytes
-from .validate import validate
+from qubes_ephemeral.description.model import Description
+from qubes_ephemeral.description.source import ROOT, Source, load_bytes
+from qubes_ephemeral.description.validate import validate
+from qubes_ephemeral.render.artifacts import Manifest
+from qubes_ephemeral.render.manifest import render
 
 
 def describe(raw: bytes) -> Description:

@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, audit, audit_report, diff, probe, schema
-from .api import describe
-from .artifacts import APPLIED_RECORD, QUBES_RECORD, Block, Manifest
-from .emit import EmitError, emit
-from .model import Description
-from .problems import DescriptionError, Problem
-from .render import render
+from qubes_ephemeral import __version__
+from qubes_ephemeral.api import describe
+from qubes_ephemeral.description import schema
+from qubes_ephemeral.description.model import Description
+from qubes_ephemeral.description.problems import DescriptionError, Problem
+from qubes_ephemeral.dom0 import audit, audit_report, diff, probe
+from qubes_ephemeral.render.artifacts import APPLIED_RECORD, QUBES_RECORD, Block, Manifest
+from qubes_ephemeral.render.emit import EmitError, emit
+from qubes_ephemeral.render.manifest import render
 
 EXIT_OK, EXIT_CHANGES, EXIT_INVALID = 0, 1, 2
 # Where the walk-through in the README puts the pillar in dom0.

@@ -183,7 +183,7 @@ class Dom0:
         self.cryptsetup: list[tuple[str, ...]] = []
         self.xml_path = str(folder / "qubes.xml")
         self._patches = self._edges()
-        from qubes_ephemeral import qubesd_extension
+        from qubes_ephemeral.qubesd import extension as qubesd_extension
 
         self._patches.append(mock.patch.object(qubesd_extension.EphemeralDisposables, "stamp", folder / "stamp.json"))
         self._patches[-1].start()

@@ -30,7 +30,7 @@ def dom0(tmp_path: Path) -> Iterator[Dom0]:
 
 
 def patched_initramfs(folder: Path) -> bytes:
-    vm_initramfs = importlib.import_module("qubes_ephemeral.vm_initramfs")
+    vm_initramfs = importlib.import_module("qubes_ephemeral.payload.vm_initramfs")
     path = folder / "patched-initramfs"
     path.write_bytes(make_initramfs())
     vm_initramfs.apply(path, b"# hook\n")
@@ -60,7 +60,7 @@ def test_the_tier_runs_the_release_it_names() -> None:
 
 
 def test_qubesd_loads_the_extension_from_its_entry_point(dom0: Dom0) -> None:
-    assert type(dom0.ext).__module__ == "qubes_ephemeral.qubesd_extension"
+    assert type(dom0.ext).__module__ == "qubes_ephemeral.qubesd.extension"
     assert (dom0.folder / "stamp.json").is_file()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from initramfs_fixtures import QUBES_LIKE_INIT, make_initramfs
-from qubes_ephemeral import vm_initramfs
+from qubes_ephemeral.payload import vm_initramfs
 from vmharness import ROOT, VM, Boot, package_tarball
 
 JOBS = Path(__file__).parent / "jobs"

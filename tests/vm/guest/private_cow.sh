@@ -46,8 +46,8 @@ teardown() {
 
 # The real tool patches the initramfs; the patched /init and the hook come out of it.
 cp qubes-like-initramfs "$W/initramfs"
-LIB=/usr/share/qubes-ephemeral/lib/qubes_ephemeral  # installed from the package in boot 1
-python3 "$LIB/vm_initramfs.py" apply "$W/initramfs" --hook "$LIB/vm/private-cow.sh" >"$OUT/cow-apply"
+LIB=/usr/share/qubes-ephemeral/lib/qubes_ephemeral/payload  # installed from the package in boot 1
+python3 "$LIB/vm_initramfs.py" apply "$W/initramfs" --hook "$LIB/private-cow.sh" >"$OUT/cow-apply"
 python3 - "$W/initramfs" "$W/init" /qubes-ephemeral-private-cow.sh "$LIB" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[4])

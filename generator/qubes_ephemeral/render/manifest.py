@@ -5,8 +5,9 @@ from __future__ import annotations
 import posixpath
 import re
 
-from . import naming, render_layout, render_private_cow, render_qubes
-from .artifacts import (
+from qubes_ephemeral.description.model import Crypt, Description, Scratch, Swap
+from qubes_ephemeral.render import layout, naming, private_cow, qubes_plan
+from qubes_ephemeral.render.artifacts import (
     LIBEXEC,
     REPLACED_PREFIX,
     UNIT_DIR,
@@ -18,8 +19,7 @@ from .artifacts import (
     Manifest,
     Symlink,
 )
-from .model import Crypt, Description, Scratch, Swap
-from .templating import render_template as _template
+from qubes_ephemeral.render.templating import render_template as _template
 
 GUARD_PATH = f"{LIBEXEC}/refuse-data"
 FORMAT_UNIT = "qubes-ephemeral-format.service"
@@ -115,7 +115,7 @@ def scratch_units(description: Description) -> list[Artifact]:
                 f"{UNIT_DIR}/{PROTECT_UNIT}"),
         Directory("mountpoint", scratch.mountpoint, "bare mount point, immutable while unmounted", immutable=True),
     ]  # fmt: skip
-    for consumer, ready in render_layout.ready_units(description).items():
+    for consumer, ready in layout.ready_units(description).items():
         artifacts.append(
             File(f"consumer-{consumer}", f"{UNIT_DIR}/{consumer}.d/{DROPIN}", f"start {consumer} after {', '.join(ready)}",
                  _template("consumer.conf.j2", ready=ready))
@@ -144,7 +144,7 @@ def activation(description: Description) -> dict[str, object]:
             "mapping": naming.mapping(scratch.name),
             "mount_unit": naming.mount_unit(scratch.mountpoint),
             "mountpoint": scratch.mountpoint,
-            "layout_unit": render_layout.LAYOUT_UNIT if render_layout.layout_needed(description) else None,
+            "layout_unit": layout.LAYOUT_UNIT if layout.layout_needed(description) else None,
         },
     }
     if description.swap:
@@ -175,7 +175,7 @@ def render(description: Description) -> Manifest:
                               _template("refuse-data.sh.j2"), mode="0755"))  # fmt: skip
     artifacts += guards
     artifacts += scratch_units(description)
-    artifacts += render_layout.artifacts(description)
-    artifacts += render_private_cow.artifacts(description)
+    artifacts += layout.artifacts(description)
+    artifacts += private_cow.artifacts(description)
     return Manifest(description.activate, tuple(artifacts), activation(description),
-                    qubes=render_qubes.plan(description), private_cow=render_private_cow.plan(description))  # fmt: skip
+                    qubes=qubes_plan.plan(description), private_cow=private_cow.plan(description))  # fmt: skip

@@ -5,12 +5,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
-from . import values
-from .devices import Device
-from .model import Description, DisposableTemplate, Patches, Qubes, Scratch, Swap, Traces
-from .problems import DescriptionError, Invalid, Problem
-from .schema import PATCHES, QUBES, SCRATCH, SECTIONS, SWAP, TOP, TRACES, Section, Setting
-from .source import ROOT, Path, Source
+from qubes_ephemeral.description import values
+from qubes_ephemeral.description.devices import Device
+from qubes_ephemeral.description.model import Description, DisposableTemplate, Patches, Qubes, Scratch, Swap, Traces
+from qubes_ephemeral.description.problems import DescriptionError, Invalid, Problem
+from qubes_ephemeral.description.schema import PATCHES, QUBES, SCRATCH, SECTIONS, SWAP, TOP, TRACES, Section, Setting
+from qubes_ephemeral.description.source import ROOT, Path, Source
 
 
 class _Collector:

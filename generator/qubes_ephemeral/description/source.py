@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .problems import DescriptionError, Problem
+from qubes_ephemeral.description.problems import DescriptionError, Problem
 
 MAX_BYTES = 1024 * 1024
 ROOT = "ephemeral"

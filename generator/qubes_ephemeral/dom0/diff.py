@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from . import textedit
-from .artifacts import Artifact, Block, CommentOut, Directory, File, Manifest, Symlink
+from qubes_ephemeral.dom0 import textedit
+from qubes_ephemeral.render.artifacts import Artifact, Block, CommentOut, Directory, File, Manifest, Symlink
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import vm_initramfs
+from qubes_ephemeral.payload import vm_initramfs
 
 
 @dataclass(frozen=True)

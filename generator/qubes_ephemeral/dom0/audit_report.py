@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .audit import FORMAT, Finding, exit_code
+from qubes_ephemeral.dom0.audit import FORMAT, Finding, exit_code
 
 COLOURS = {"ok": "32", "missing": "31", "gap": "33", "unknown": "35"}  # green, red, yellow, magenta
 

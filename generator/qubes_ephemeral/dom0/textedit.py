@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .artifacts import Block, CommentOut
+from qubes_ephemeral.render.artifacts import Block, CommentOut
 
 
 def lines_of(text: str) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from .model import DisposableTemplate
-from .problems import Invalid
-from .values import kind_of
+from qubes_ephemeral.description.model import DisposableTemplate
+from qubes_ephemeral.description.problems import Invalid
+from qubes_ephemeral.description.values import kind_of
 
 # Qubes' own rule for qube names (qubes-core-admin qubes/vm/__init__.py,
 # validate_name): a letter first, then letters, digits, '_', '.', '-'; at most 31.

@@ -11,7 +11,7 @@ import posixpath
 import re
 from collections.abc import Callable
 
-from .problems import Invalid
+from qubes_ephemeral.description.problems import Invalid
 
 Parser = Callable[[object], object]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import posixpath
 
-from . import naming
-from .artifacts import LIBEXEC, UNIT_DIR, Artifact, File
-from .model import Description
-from .templating import render_template
+from qubes_ephemeral.description.model import Description
+from qubes_ephemeral.render import naming
+from qubes_ephemeral.render.artifacts import LIBEXEC, UNIT_DIR, Artifact, File
+from qubes_ephemeral.render.templating import render_template
 
 LAYOUT_UNIT = "qubes-ephemeral-layout.service"
 LAYOUT_SCRIPT = f"{LIBEXEC}/layout"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .devices import Device
+from qubes_ephemeral.description.devices import Device
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from . import devices, qubes_values, values
-from .values import Parser
+from qubes_ephemeral.description import devices, qubes_values, values
+from qubes_ephemeral.description.values import Parser
 
 REQUIRED = object()
 

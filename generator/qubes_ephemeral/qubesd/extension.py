@@ -53,8 +53,9 @@ import qubes.ext
 import qubes.vm
 import qubes.vm.dispvm
 
-from . import __version__, vm_initramfs
-from .qubesd_extension_feature import (
+from qubes_ephemeral import __version__
+from qubes_ephemeral.payload import vm_initramfs
+from qubes_ephemeral.qubesd.feature import (
     FEATURE,
     LOADED_STAMP,
     OWN_INITRAMFS_DRACUT,

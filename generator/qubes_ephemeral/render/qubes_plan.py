@@ -8,10 +8,10 @@ records the value it replaced and restores it on clean.
 
 from __future__ import annotations
 
-from . import render_layout
-from .artifacts import QUBES_RECORD
-from .model import Description, Qubes
-from .qubesd_extension_feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE
+from qubes_ephemeral.description.model import Description, Qubes
+from qubes_ephemeral.qubesd.feature import FEATURE, LOADED_STAMP, PRIVATE_COW, PRIVATE_FEATURE
+from qubes_ephemeral.render import layout
+from qubes_ephemeral.render.artifacts import QUBES_RECORD
 
 # qubes-prefs properties naming "the installation's default pools".
 DEFAULT_POOL_PREFS = ("default_pool", "default_pool_volatile")
@@ -35,8 +35,8 @@ def _own_pool(description: Description, qubes: Qubes) -> dict[str, object] | Non
     qubes.xml), its directory re-made at every boot by the layout unit."""
     if qubes.pool is None:
         return None
-    dir_path = render_layout.pool_dir(description)
-    driver = render_layout.pool_driver(description)
+    dir_path = layout.pool_dir(description)
+    driver = layout.pool_driver(description)
     return {
         "id": f"own-pool-{qubes.pool}",
         "what": f"pool {qubes.pool} on the scratch filesystem",
@@ -44,7 +44,7 @@ def _own_pool(description: Description, qubes: Qubes) -> dict[str, object] | Non
         "driver": driver,
         "dir_path": dir_path,
         "mountpoint": description.scratch.mountpoint,
-        "layout_unit": render_layout.LAYOUT_UNIT,
+        "layout_unit": layout.LAYOUT_UNIT,
         "get": ["qvm-pool", "info", qubes.pool],
         "add": ["qvm-pool", "add", qubes.pool, driver, "-o", f"dir_path={dir_path}"],
         "remove": ["qvm-pool", "remove", qubes.pool],

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .artifacts import Block, File, Manifest
+from qubes_ephemeral.render.artifacts import Block, File, Manifest
 
 MANIFEST = "manifest.json"
 

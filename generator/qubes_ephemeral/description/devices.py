@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .problems import Invalid
-from .values import check_path_chars, kind_of
+from qubes_ephemeral.description.problems import Invalid
+from qubes_ephemeral.description.values import check_path_chars, kind_of
 
 DOM0_VG = "qubes_dom0"
 # dom0's root filesystem and the thin pools that hold dom0 and every qube.

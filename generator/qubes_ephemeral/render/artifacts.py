@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from . import __version__
-from .qubesd_extension_feature import FEATURE, PRIVATE_FEATURE
+from qubes_ephemeral import __version__
+from qubes_ephemeral.qubesd.feature import FEATURE, PRIVATE_FEATURE
 
 MARKER_START = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pillar, not these lines)"
 MARKER_END = "# END qubes-ephemeral"

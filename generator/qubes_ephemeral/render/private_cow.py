@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import UNIT_DIR, VM_INITRAMFS_TOOL, VM_KERNELS_PATH_UNIT, Artifact, File, Symlink
-from .model import Description
-from .templating import render_template
-from .vm_initramfs import DEFAULT_HOOK, KERNELS_DIR
+from qubes_ephemeral.description.model import Description
+from qubes_ephemeral.payload.vm_initramfs import DEFAULT_HOOK, KERNELS_DIR
+from qubes_ephemeral.render.artifacts import UNIT_DIR, VM_INITRAMFS_TOOL, VM_KERNELS_PATH_UNIT, Artifact, File, Symlink
+from qubes_ephemeral.render.templating import render_template
 
 TOOL = VM_INITRAMFS_TOOL
 SERVICE = "qubes-ephemeral-vm-kernels.service"
 PATH_UNIT = VM_KERNELS_PATH_UNIT
-HERE = Path(__file__).parent
+PAYLOAD = Path(__file__).parent.parent / "payload"
 
 
 def needed(description: Description) -> bool:
@@ -36,9 +36,9 @@ def artifacts(description: Description) -> list[Artifact]:
     context = {"tool": TOOL, "kernels_dir": str(KERNELS_DIR), "service": SERVICE}
     return [
         File("vm-initramfs-tool", TOOL, "add the /rw copy-on-write to VM kernels' initramfs",
-             (HERE / "vm_initramfs.py").read_text(), mode="0755"),
+             (PAYLOAD / "vm_initramfs.py").read_text(), mode="0755"),
         File("vm-private-cow-hook", str(DEFAULT_HOOK), "the /rw copy-on-write, run in the VM's initramfs",
-             (HERE / "vm" / "private-cow.sh").read_text()),
+             (PAYLOAD / "private-cow.sh").read_text()),
         File("unit-vm-kernels", f"{UNIT_DIR}/{SERVICE}", "patch every VM kernel's initramfs",
              render_template("vm-kernels.service.j2", **context)),
         File("unit-vm-kernels-path", f"{UNIT_DIR}/{PATH_UNIT}", "patch again when a VM kernel is installed",

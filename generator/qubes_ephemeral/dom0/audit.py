@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from . import diff, naming, parsers, render_layout, render_private_cow
-from .artifacts import DISPOSABLES_CLEANUP, Manifest
-from .model import Crypt, Description, Scratch
-from .probe import NOT_FOUND, Host, Output
-from .qubesd_extension_feature import (
+from qubes_ephemeral.description.model import Crypt, Description, Scratch
+from qubes_ephemeral.dom0 import diff, parsers
+from qubes_ephemeral.dom0.probe import NOT_FOUND, Host, Output
+from qubes_ephemeral.payload.vm_initramfs import KERNELS_DIR
+from qubes_ephemeral.qubesd.feature import (
     FEATURE,
     OWN_INITRAMFS_DRACUT,
     OWN_INITRAMFS_FEATURE,
@@ -32,8 +32,9 @@ from .qubesd_extension_feature import (
     RESTORE_FEATURE,
     loaded_by_running_qubesd,
 )
-from .render import PROTECT_UNIT
-from .vm_initramfs import KERNELS_DIR
+from qubes_ephemeral.render import layout, naming, private_cow
+from qubes_ephemeral.render.artifacts import DISPOSABLES_CLEANUP, Manifest
+from qubes_ephemeral.render.manifest import PROTECT_UNIT
 
 FORMAT = 1  # of the --json output
 
@@ -295,7 +296,7 @@ class Audit:
         if qubes.pool:
             info = self._qubes("qvm-pool", "info", qubes.pool)
             where = parsers.key_values(info.out).get("dir_path") if info.rc == 0 else None
-            expected = render_layout.pool_dir(self.description)
+            expected = layout.pool_dir(self.description)
             status = "ok" if where == expected else "missing"
             detail = f"dir_path {where}" if where else "no such pool (apply again after the reboot)"
             yield Finding("qubes", f"pool {qubes.pool} on the scratch filesystem", status, 1, detail, True)
@@ -370,7 +371,7 @@ class Audit:
             "dom0-provided kernel, or apply ephemeral.template in a dracut template and set that feature"), True)  # fmt: skip
 
     def private_cow(self) -> Iterator[Finding]:
-        if not render_private_cow.needed(self.description):
+        if not private_cow.needed(self.description):
             return
         kernels = self.host.listdir(str(KERNELS_DIR))
         if not kernels:
@@ -381,10 +382,10 @@ class Audit:
                 continue
             status = {"patched": "ok", "unpatched": "missing"}.get(state, "unknown")
             yield Finding("patches", f"VM kernel {kernel}: /rw copy-on-write in its initramfs", status, 1, state, True)
-        watch, why = self._unit_file_state(render_private_cow.PATH_UNIT)
+        watch, why = self._unit_file_state(private_cow.PATH_UNIT)
         status = "unknown" if watch is None else "ok" if watch == "enabled" else "missing"
         yield Finding("patches", "new VM kernels are patched when installed", status, 1,
-                      why or f"{render_private_cow.PATH_UNIT} {watch}", True)  # fmt: skip
+                      why or f"{private_cow.PATH_UNIT} {watch}", True)  # fmt: skip
 
     # --- dom0 logs ---
 
