@@ -53,7 +53,8 @@ def test_render_shows_crypttab_and_swap(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_cli("render", str(PILLAR_EXAMPLE), "--out", str(out))
     assert result.status == 0
-    crypttab = (out / "blocks/etc/crypttab").read_text().splitlines()
+    scratch, swap = ((out / f"blocks/{section}/etc/crypttab").read_text() for section in ("scratch", "swap"))
+    crypttab = [scratch.rstrip("\n"), swap.rstrip("\n")]
     scratch, swap = crypttab
     for line in crypttab:
         _name, _device, key, options = line.split(" ")
@@ -82,7 +83,7 @@ def test_no_key_material_in_any_artifact(tmp_path: Path) -> None:
         if path.is_file():
             text = path.read_text()
             assert "key-file" not in text and "keyfile=" not in text and "--key" not in text
-    for line in (out / "blocks/etc/crypttab").read_text().splitlines():
+    for line in (out / "blocks/scratch/etc/crypttab").read_text().splitlines():
         assert line.split(" ")[2] == "/dev/urandom"
 
 
@@ -102,7 +103,7 @@ def test_render_replaces_an_earlier_render_whole(tmp_path: Path, write) -> None:
     run_cli("render", str(PILLAR_EXAMPLE), "--out", str(out))
     minimal = write(description())
     assert run_cli("render", str(minimal), "--out", str(out)).status == 0
-    assert "ephemeral-swap" not in (out / "blocks/etc/crypttab").read_text()
+    assert not (out / "blocks/swap").exists()
     assert not list(tmp_path.glob(".out.*")), "no staging folder may be left behind"
 
 
@@ -145,18 +146,18 @@ def test_diff_shows_changes_and_exits_1(tmp_path: Path) -> None:
 def _apply_render(out: Path, root: Path) -> None:
     """Apply a render folder under root the way the formula does (test double for Salt)."""
     from qubes_ephemeral.dom0 import textedit
-    from qubes_ephemeral.render.artifacts import Block, CommentOut
+    from qubes_ephemeral.render.artifacts import Block, CommentOut, from_dict
 
     manifest = json.loads((out / "manifest.json").read_text())
     for entry in manifest["artifacts"]:
         target = root / entry["target"].lstrip("/")
         if entry["kind"] in ("block", "comment-out"):
-            fields = {k: v for k, v in entry.items() if k not in ("kind", "source")}
-            if entry["kind"] == "block":
-                artifact = Block(content=(out / entry["source"]).read_text(), **fields)
+            artifact = from_dict({**entry, "content": (out / entry["source"]).read_text() if "source" in entry else ""})
+            if isinstance(artifact, Block):
                 target.write_text(textedit.apply_block(target.read_text(), artifact))
             else:
-                target.write_text(textedit.comment_out(target.read_text(), CommentOut(**fields)))
+                assert isinstance(artifact, CommentOut)
+                target.write_text(textedit.comment_out(target.read_text(), artifact))
         elif entry["kind"] == "file":
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes((out / entry["source"]).read_bytes())
@@ -188,7 +189,7 @@ def test_diff_is_empty_once_applied(tmp_path: Path) -> None:
 
 def test_diff_refuses_damaged_markers(tmp_path: Path) -> None:
     root = _dom0_root(tmp_path)
-    (root / "etc/fstab").write_text(DOM0_FSTAB + "# END qubes-ephemeral\n")
+    (root / "etc/fstab").write_text(DOM0_FSTAB + "# END qubes-ephemeral scratch\n")
     result = run_cli("diff", str(PILLAR_EXAMPLE), "--root", str(root))
     assert result.status == 2
     assert "markers in the file are damaged" in result.stderr

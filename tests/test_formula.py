@@ -70,25 +70,24 @@ def test_apply_test_mode_reapply_and_clean(sandbox: Sandbox) -> None:
     status, first = sandbox.apply()
     assert status == 0, failed(first)
     assert set(changed(first)) == pending, "test=True must announce exactly what the real run changes"
-    assert "ephemeral-daemon-reload" in pending
-    assert sandbox.systemctl_calls() == ["daemon-reload"]
+    # One daemon-reload per section that changed what systemd reads.
+    reloads = {"ephemeral-scratch-daemon-reload", "ephemeral-swap-daemon-reload", "ephemeral-traces-daemon-reload"}
+    assert reloads <= pending
+    assert sandbox.systemctl_calls() == ["daemon-reload"] * len(reloads)
 
-    # Our blocks are in place and every foreign byte stayed.
-    blocks = {a.target: a for a in MANIFEST.artifacts if isinstance(a, Block)}
+    # Each section's block is in place, newest on top, and every foreign byte stayed.
+    def block_text(target: str) -> str:
+        found = [a for a in MANIFEST.artifacts if isinstance(a, Block) and a.target == target]
+        assert [a.section for a in found] == ["scratch", "swap"]
+        return "".join(f"{a.marker_start}\n{a.content}{a.marker_end}\n" for a in reversed(found))
+
     crypttab, fstab = sandbox.read("/etc/crypttab"), sandbox.read("/etc/fstab")
-    assert (
-        crypttab == f"{blocks['/etc/crypttab'].marker_start}\n{blocks['/etc/crypttab'].content}"
-        f"{blocks['/etc/crypttab'].marker_end}\n" + DOM0_CRYPTTAB
-    )
+    assert crypttab == block_text("/etc/crypttab") + DOM0_CRYPTTAB
     takeover = next(a for a in MANIFEST.artifacts if isinstance(a, CommentOut))
     expected_fstab = DOM0_FSTAB.replace(
         "/dev/mapper/qubes_dom0-swap none", takeover.prefix + "/dev/mapper/qubes_dom0-swap none"
     )
-    assert (
-        fstab
-        == f"{blocks['/etc/fstab'].marker_start}\n{blocks['/etc/fstab'].content}{blocks['/etc/fstab'].marker_end}\n"
-        + expected_fstab
-    )
+    assert fstab == block_text("/etc/fstab") + expected_fstab
     assert "ephemeral /dev/qubes_dom0/ephemeral /dev/urandom plain,cipher=aes-xts-plain64,size=512" in crypttab
     for artifact in MANIFEST.artifacts:
         if isinstance(artifact, File):
@@ -106,7 +105,7 @@ def test_apply_test_mode_reapply_and_clean(sandbox: Sandbox) -> None:
         assert status == 0, failed(again)
         assert changed(again) == {}, f"test={test}: {changed(again)}"
         assert all(state["result"] is True for state in again.values())
-    assert sandbox.systemctl_calls() == ["daemon-reload"]
+    assert sandbox.systemctl_calls() == ["daemon-reload"] * len(reloads)
 
     # Clean: dry run honest, then byte-identical files and nothing of ours left.
     status, dry_clean = sandbox.apply("ephemeral.clean", test=True)
@@ -145,11 +144,11 @@ def test_activate_now_refuses_a_device_that_holds_data(sandbox: Sandbox) -> None
     sandbox.set_pillar(pillar.replace("activate: boot", "activate: now"))
     status, states = sandbox.apply()
     assert status != 0
-    refusal = next(s for k, s in states.items() if "ephemeral-activate-scratch-check" in k)
+    refusal = next(s for k, s in states.items() if "ephemeral-scratch-activate-check" in k)
     assert refusal["result"] is False
     assert "refusing to key /dev/qetest/data: it holds data" in str(refusal["changes"])
     # Nothing after the refusal ran: the device was never opened or mounted.
-    mount = next(s for k, s in states.items() if "ephemeral-activate-scratch-mount" in k)
+    mount = next(s for k, s in states.items() if "ephemeral-scratch-activate-mount" in k)
     assert mount["result"] is False and "requisite" in str(mount["comment"]).lower()
     assert not any("start" in call for call in sandbox.systemctl_calls())
     assert sandbox.shell("blkid -p -o value -s TYPE /dev/qetest/data").stdout.strip() == "ext4"
@@ -165,14 +164,15 @@ def without(pillar: str, section: str) -> str:
 def test_a_pillar_that_drops_a_section_leaves_nothing_of_it_and_clean_still_reverts_all(sandbox: Sandbox) -> None:
     status, first = sandbox.apply()
     assert status == 0, failed(first)
-    traces = [a.target for a in MANIFEST.artifacts if "traces" in a.id or a.id.startswith("consumer-")]
+    traces = [a.target for a in MANIFEST.artifacts if a.section == "traces"]
     assert traces and all(sandbox.exists(target) for target in traces)
 
     # Without traces: what only they needed goes, announced first by test=True.
     sandbox.set_pillar(without(PILLAR_EXAMPLE.read_text(), "dom0 logs"))
     status, dry = sandbox.apply(test=True)
     pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
-    assert {"ephemeral-prune-traces-script", "ephemeral-prune-unit-traces"} <= pending
+    cleaned = {name.split("-", 4)[-1] for name in pending if name.startswith("ephemeral-clean-traces-")}
+    assert {"traces-script", "unit-traces", "record"} <= cleaned
     status, second = sandbox.apply()
     assert status == 0, failed(second)
     assert set(changed(second)) == pending

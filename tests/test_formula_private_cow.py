@@ -120,7 +120,7 @@ def test_a_kernel_init_this_version_does_not_know_fails_the_state(sandbox: Sandb
     put_bytes(sandbox, f"{KERNELS}/7.0.0/initramfs", unknown)
     status, states = sandbox.apply()
     assert status != 0
-    patch = next(s for k, s in states.items() if "ephemeral-vm-kernels-patch" in k)
+    patch = next(s for k, s in states.items() if "ephemeral-patches-vm-kernels" in k)
     assert patch["result"] is False and "this Qubes VM init is not one this version knows" in str(patch["changes"])
     assert digest(sandbox, f"{KERNELS}/7.0.0/initramfs") == hashlib.sha256(unknown).hexdigest()
     feature = next(s for k, s in states.items() if "qubes-ephemeral-private" in k)

@@ -43,7 +43,7 @@ def test_qubes_settings_apply_reapply_and_clean(sandbox: Sandbox) -> None:  # no
     status, dry = sandbox.apply(test=True)
     assert status == 0, failed(dry)
     pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
-    assert {"ephemeral-qubes-pool-vm-pool-ephemeral_volatile",
+    assert {"ephemeral-qubes-ephemeral-volatile-pools",
             "ephemeral-qubes-feature-default-dvm-qubes-ephemeral"} <= pending  # fmt: skip
     assert sandbox.qubes_calls() == [], "test=True must not change Qubes"
 

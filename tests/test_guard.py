@@ -14,7 +14,8 @@ import pytest
 from conftest import PILLAR_EXAMPLE, require
 from qubes_ephemeral.api import describe
 from qubes_ephemeral.render.artifacts import File
-from qubes_ephemeral.render.manifest import GUARD_PATH, render
+from qubes_ephemeral.render.artifacts import guard_path
+from qubes_ephemeral.render.manifest import render
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +29,7 @@ MiB = 1024 * 1024
 @pytest.fixture
 def guard(tmp_path: Path) -> Path:
     manifest = render(describe(PILLAR_EXAMPLE.read_bytes()))
-    script = next(a for a in manifest.artifacts if isinstance(a, File) and a.target == GUARD_PATH)
+    script = next(a for a in manifest.artifacts if isinstance(a, File) and a.target == guard_path("scratch"))
     path = tmp_path / "refuse-data"
     path.write_text(script.content)
     path.chmod(0o755)

@@ -50,6 +50,8 @@ def test_takeover_touches_exactly_the_swap_lines() -> None:
 
 
 def test_block_is_replaced_in_place() -> None:
-    old = Block("x", "/etc/fstab", "", "old line\n")
+    old = Block(
+        "x", "/etc/fstab", "", "old line\n", FSTAB_BLOCK.marker_start, FSTAB_BLOCK.marker_end, section="scratch"
+    )
     text = "a\n" + "".join(textedit._block_lines(old)) + "b"
     assert textedit.apply_block(text, FSTAB_BLOCK) == "a\n" + "".join(textedit._block_lines(FSTAB_BLOCK)) + "b"

@@ -48,7 +48,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("typo-section", description(swp={"device": "/dev/vg/swap"}), "ephemeral.swp", "did you mean 'swap'"),
     ("typo-root", "ephemerl:\n  scratch: {device: /dev/vg/lv}\n", "ephemeral", "did you mean 'ephemeral'"),
     ("missing-device", "ephemeral:\n  scratch: {name: x}\n", "ephemeral.scratch.device", "required"),
-    ("missing-scratch", "ephemeral:\n  activate: boot\n", "ephemeral.scratch", "required"),
+    ("no-section", "ephemeral:\n  activate: boot\n", "ephemeral", "names no section"),
     ("swap-no-device", description(swap={"name": "s"}), "ephemeral.swap.device", "required"),
     ("relative", description(scratch={"device": "dev/vg/lv"}), "ephemeral.scratch.device", "absolute"),
     ("not-dev", description(scratch={"device": "/home/u/disk.img"}), "ephemeral.scratch.device", "under /dev"),

@@ -98,6 +98,8 @@ def test_an_initramfs_that_is_not_a_qubes_vm_one_is_skipped(tmp_path: Path, caps
     assert vm_initramfs.status(kernels / "6.6.1" / "initramfs") == "patched"
     assert (kernels / "pvgrub2" / "initramfs").read_bytes() == pvgrub
     assert vm_initramfs.main(["status", "--kernels-dir", str(kernels), "-q"]) == 0
+    # What clean asks before it reverts: is any kernel still patched?
+    assert vm_initramfs.main(["status", "--kernels-dir", str(kernels), "-q", "--want", "unpatched"]) == 1
     # Again (as at every boot): nothing to do, nothing written, nothing said.
     patched = (kernels / "6.6.1" / "initramfs").stat()
     capsys.readouterr()
@@ -107,6 +109,7 @@ def test_an_initramfs_that_is_not_a_qubes_vm_one_is_skipped(tmp_path: Path, caps
     assert (again.st_ino, again.st_mtime_ns) == (patched.st_ino, patched.st_mtime_ns)
     assert vm_initramfs.main(["revert", "--kernels-dir", str(kernels)]) == 0
     assert vm_initramfs.status(kernels / "6.6.1" / "initramfs") == "unpatched"
+    assert vm_initramfs.main(["status", "--kernels-dir", str(kernels), "-q", "--want", "unpatched"]) == 0
 
 
 def test_a_marker_over_changed_bytes_is_an_error_not_a_patch(tmp_path: Path) -> None:

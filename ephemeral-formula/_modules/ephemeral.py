@@ -69,7 +69,7 @@ def manifest(description=None, saltenv="base"):
         raise CommandExecutionError("the ephemeral pillar is not set: see pillar.example")
     try:
         result = generator.api.manifest_for_pillar(description)
-    except generator.problems.DescriptionError as error:
+    except generator.description.problems.DescriptionError as error:
         raise CommandExecutionError(
             "invalid ephemeral pillar, nothing was changed:\n" + "\n".join(p.format() for p in error.problems)
         )
@@ -90,5 +90,30 @@ def qubesd_extension(stamp, saltenv="base"):
     import qubes_ephemeral.dom0.probe
     import qubes_ephemeral.qubesd.feature as feature
 
-    loaded, detail = feature.loaded_by_running_qubesd(qubes_ephemeral.probe.Host().read, stamp)
+    loaded, detail = feature.loaded_by_running_qubesd(qubes_ephemeral.dom0.probe.Host().read, stamp)
     return {"loaded": loaded, "detail": detail}
+
+
+def generator_path(saltenv="base"):
+    """Put the generator on sys.path (for the formula's state modules)."""
+    _generator(saltenv)
+    return True
+
+
+def section(name, cleaning=None, saltenv="base"):
+    """What the formula does for section ``name`` of the pillar now and the
+    applied record (qubes_ephemeral.dom0.applied.plan). ``cleaning``: the
+    sections the same run cleans."""
+    plan = manifest(saltenv=saltenv)
+    _generator(saltenv)
+    import qubes_ephemeral.dom0.applied as applied  # noqa: PLC0415
+
+    record = plan["applied_record"]
+    text = None
+    if os.path.exists(record):
+        with open(record, encoding="utf-8", errors="surrogateescape") as handle:
+            text = handle.read()
+    try:
+        return applied.plan(plan, text, name, cleaning or ())
+    except applied.RecordError as error:
+        raise CommandExecutionError(f"{record}: {error}")

@@ -269,3 +269,33 @@ def restored(name, record):
     _save(record, originals)
     ret.update(changes={"new": entry["value"]}, comment="{} restored to {}".format(name, entry["value"]))
     return ret
+
+
+def pools_ephemeral_volatile(name, pools, default_from_prefs, default_excludes, setting, record):
+    """(provisional, replaced by the tested version) Each pool: as set_ does."""
+    ret = _ret(name)
+    try:
+        if pools is None:
+            found = []
+            for argv in default_from_prefs:
+                pool = (_run(argv) or "").strip()
+                if pool and pool not in default_excludes and pool not in found:
+                    found.append(pool)
+            pools = found
+    except RuntimeError as error:
+        ret.update(result=False, comment=str(error))
+        return ret
+    comments = []
+    for pool in pools:
+        fill = lambda v: v.replace("{pool}", pool)  # noqa: E731
+        one = set_(fill(setting["what"]), [fill(a) for a in setting["get"]], [fill(a) for a in setting["set"]],
+                   setting["value"], record, key=setting["key"], default="False")
+        if one["changes"]:
+            ret["changes"][pool] = one["changes"]
+        if one["result"] is False:
+            ret["result"] = False
+        elif one["result"] is None and ret["result"] is True:
+            ret["result"] = None
+        comments.append(one["comment"])
+    ret["comment"] = "; ".join(comments) or "no pool to set"
+    return ret

@@ -5,7 +5,7 @@
     dracut includes the module in every initramfs it makes, so kernels
     installed later get it too. Templates without dracut (Debian uses
     initramfs-tools) are refused: use a dom0-provided kernel there. -#}
-{%- from "ephemeral/template/map.jinja" import module_dir, module_files, dracut with context %}
+{%- from "ephemeral/template/map.jinja" import module_dir, payload, dracut with context %}
 {%- if not salt['file.file_exists']('/usr/share/qubes/marker-vm') %}
 ephemeral-template-not-a-qube:
   test.fail_without_changes:
@@ -15,23 +15,31 @@ ephemeral-template-no-dracut:
   test.fail_without_changes:
     - name: "this template has no dracut (Debian templates use initramfs-tools): the /rw copy-on-write is not supported for its own kernel; give its disposables a dom0-provided kernel (qvm-prefs DVM kernel ...)"
 {%- else %}
-{%-   for name, spec in module_files.items() %}
-ephemeral-template-module-{{ name }}:
-  file.managed:
-    - name: {{ module_dir }}/{{ name }}
-    - source: {{ spec[0] }}
-    - mode: '{{ spec[1] }}'
+ephemeral-template-module:
+  file.recurse:
+    - name: {{ module_dir }}
+    - source: {{ payload }}/dracut
+    - include_pat: '*.sh'
+    - file_mode: '0755'
+    - dir_mode: '0755'
     - user: root
     - group: root
-    - makedirs: True
-{%-   endfor %}
+
+ephemeral-template-module-hook:
+  file.managed:
+    - name: {{ module_dir }}/private-cow.sh
+    - source: {{ payload }}/private-cow.sh
+    - mode: '0644'
+    - user: root
+    - group: root
+    - require:
+      - file: ephemeral-template-module
 
 ephemeral-template-initramfs:
   cmd.run:
     # Every installed kernel's initramfs, with the new module.
     - name: {{ dracut }} --regenerate-all --force
     - onchanges:
-{%-   for name in module_files %}
-      - file: ephemeral-template-module-{{ name }}
-{%-   endfor %}
+      - file: ephemeral-template-module
+      - file: ephemeral-template-module-hook
 {%- endif %}

@@ -69,7 +69,9 @@ class Patches:
 
 @dataclass(frozen=True)
 class Description:
-    scratch: Scratch
+    """Every section is optional; validate() makes sure at least one is there."""
+
+    scratch: Scratch | None
     swap: Swap | None
     activate: str
     qubes: Qubes | None = None

@@ -117,7 +117,8 @@ def _crypt_settings(role: str, name: str) -> tuple[Setting, ...]:
 
 
 SCRATCH = Section(
-    "scratch", True, "The scratch filesystem, re-keyed from the kernel RNG and re-made at every boot.",
+    "scratch", False, "The scratch filesystem, re-keyed from the kernel RNG and re-made at every boot (optional; "
+    "qubes.pool needs it, traces use a tmpfs without it).",
     _crypt_settings("scratch", "ephemeral") + (
         Setting("mountpoint", "absolute path", "/var/lib/qubes-ephemeral",
                 "Where the scratch filesystem is mounted; the bare directory underneath is made immutable.",

@@ -137,6 +137,13 @@ def _check_qubes(collector: _Collector, qubes: dict[str, object], patches: dict[
             )
 
 
+def _check_needs_scratch(collector: _Collector, root: Mapping[object, object], qubes: dict[str, object]) -> None:
+    """Sections stand alone, but a pool lives on the scratch filesystem."""
+    if qubes.get("pool") is not None and SCRATCH.key not in root:
+        collector.add((ROOT, "qubes", "pool"), "a pool on the scratch filesystem needs the scratch: section",
+                      "add ephemeral.scratch, or set qubes.pool: null")  # fmt: skip
+
+
 def validate(source: Source) -> Description:
     """Validate a loaded description; raise DescriptionError with every problem."""
     collector = _Collector(source)
@@ -174,10 +181,14 @@ def validate(source: Source) -> Description:
     _check_own_mappings(collector, sections)
     if qubes is not None:
         _check_qubes(collector, qubes, patches)
-    if collector.problems or scratch is None:
+        _check_needs_scratch(collector, root, qubes)
+    if not any(section.key in root for section in SECTIONS):
+        collector.add((ROOT,), "the description names no section: there is nothing to apply",
+                      f"add at least one of {', '.join(s.key for s in SECTIONS)} (see pillar.example)")  # fmt: skip
+    if collector.problems:
         raise DescriptionError(collector.problems)
     return Description(
-        scratch=Scratch(**scratch),  # type: ignore[arg-type]
+        scratch=Scratch(**scratch) if scratch is not None else None,  # type: ignore[arg-type]
         swap=Swap(**swap) if swap is not None else None,  # type: ignore[arg-type]
         activate=str(top["activate"]),
         qubes=Qubes(**qubes) if qubes is not None else None,  # type: ignore[arg-type]

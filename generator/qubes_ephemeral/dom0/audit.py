@@ -159,6 +159,8 @@ class Audit:
 
     def scratch(self) -> Iterator[Finding]:
         scratch = self.description.scratch
+        if scratch is None:
+            return
         status, detail = self._keyed_at_boot(scratch.name)
         yield Finding("scratch", f"{scratch.device.path} as /dev/mapper/{scratch.name}", status, 1, detail, True)
         yield self._table(scratch, "scratch")
@@ -400,10 +402,11 @@ class Audit:
         for path in traces.paths:
             mount = self._mounted_on(path)
             source = mount.get("source", "") if mount else ""
-            if source.startswith(f"{naming.mapping(scratch.name)}[") and "/traces" in source:
+            if scratch and source.startswith(f"{naming.mapping(scratch.name)}[") and "/traces" in source:
                 yield Finding("traces", path, "ok", 1, f"on the scratch filesystem ({source})", True)
             elif mount and mount.get("fstype") == "tmpfs":
-                yield Finding("traces", path, "ok", 1, "in memory (tmpfs): the scratch filesystem was missing", True)
+                why = "the scratch filesystem was missing" if scratch else "there is no scratch filesystem"
+                yield Finding("traces", path, "ok", 1, f"in memory (tmpfs): {why}", True)
             else:
                 what = f"{source} ({mount.get('fstype')})" if mount else "on the persistent disk"
                 yield Finding("traces", path, "missing", 1, f"{what}; takes effect at the next boot", True)

@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=0, metavar="SECONDS",
                         help="first wait until the kernels folder is quiet, for at most SECONDS")  # fmt: skip
     parser.add_argument("--quiet", "-q", action="store_true", help="status: print nothing, only the exit status")
+    parser.add_argument("--want", choices=("patched", "unpatched"), default="patched",
+                        help="status: exit 1 when a Qubes VM initramfs is not in this state (default: patched)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.settle:
         settle(args.kernels_dir, args.settle)
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         state = status(path)
         if args.action == "status":
-            pending |= state == "unpatched"
+            pending |= state == ("unpatched" if args.want == "patched" else "patched")
             failed |= state.startswith("error")
             if not args.quiet:
                 print(f"{path}: {state}")

@@ -18,8 +18,9 @@ class EmitError(Exception):
 
 
 def source_path(artifact: Block | File) -> str:
-    folder = "blocks" if isinstance(artifact, Block) else "files"
-    return f"{folder}/{artifact.target.lstrip('/')}"
+    if isinstance(artifact, Block):  # one block per section in a shared file
+        return f"blocks/{artifact.section}/{artifact.target.lstrip('/')}"
+    return f"files/{artifact.target.lstrip('/')}"
 
 
 def manifest_json(manifest: Manifest) -> str:

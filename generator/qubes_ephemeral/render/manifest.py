@@ -6,10 +6,10 @@ import posixpath
 import re
 
 from qubes_ephemeral.description.model import Crypt, Description, Scratch, Swap
-from qubes_ephemeral.render import layout, naming, private_cow, qubes_plan
+from qubes_ephemeral.render import dropins, layout, naming, private_cow, qubes_plan
 from qubes_ephemeral.render.artifacts import (
-    LIBEXEC,
     REPLACED_PREFIX,
+    SECTIONS,
     UNIT_DIR,
     Artifact,
     Block,
@@ -18,13 +18,14 @@ from qubes_ephemeral.render.artifacts import (
     File,
     Manifest,
     Symlink,
+    guard_path,
+    marker_end,
+    marker_start,
 )
 from qubes_ephemeral.render.templating import render_template as _template
 
-GUARD_PATH = f"{LIBEXEC}/refuse-data"
 FORMAT_UNIT = "qubes-ephemeral-format.service"
 PROTECT_UNIT = "qubes-ephemeral-protect.service"
-DROPIN = "50-qubes-ephemeral.conf"
 
 
 def crypt_options(crypt: Crypt) -> str:
@@ -40,26 +41,33 @@ def crypt_options(crypt: Crypt) -> str:
     return ",".join(options)
 
 
-def crypttab_block(description: Description) -> str:
-    crypts: list[Crypt] = [description.scratch]
-    if description.swap:
-        crypts.append(description.swap)
+def crypttab_line(crypt: Crypt) -> str:
     # The key file /dev/urandom: a fresh key at every open, never stored.
-    return "".join(f"{c.name} {c.device.path} /dev/urandom {crypt_options(c)}\n" for c in crypts)
+    return f"{crypt.name} {crypt.device.path} /dev/urandom {crypt_options(crypt)}\n"
 
 
-def fstab_block(description: Description) -> str:
-    scratch = description.scratch
+def scratch_fstab_line(scratch: Scratch) -> str:
     options = [*scratch.mount_options, "nofail", f"x-systemd.requires={FORMAT_UNIT}",
                f"x-systemd.device-timeout={scratch.device_timeout}s"]  # fmt: skip
-    lines = [f"{naming.mapping(scratch.name)} {scratch.mountpoint} {scratch.fs} {','.join(options)} 0 0\n"]
-    swap = description.swap
-    if swap:
-        swap_options = ["defaults", "nofail", f"x-systemd.device-timeout={swap.device_timeout}s"]
-        if swap.priority is not None:
-            swap_options.append(f"pri={swap.priority}")
-        lines.append(f"{naming.mapping(swap.name)} none swap {','.join(swap_options)} 0 0\n")
-    return "".join(lines)
+    return f"{naming.mapping(scratch.name)} {scratch.mountpoint} {scratch.fs} {','.join(options)} 0 0\n"
+
+
+def swap_fstab_line(swap: Swap) -> str:
+    options = ["defaults", "nofail", f"x-systemd.device-timeout={swap.device_timeout}s"]
+    if swap.priority is not None:
+        options.append(f"pri={swap.priority}")
+    return f"{naming.mapping(swap.name)} none swap {','.join(options)} 0 0\n"
+
+
+def _blocks(crypt: Crypt, section: str, fstab_line: str) -> list[Artifact]:
+    """Its crypttab and fstab lines, between markers of its own section."""
+    what = "scratch filesystem" if section == "scratch" else "swap"
+    return [
+        Block(f"crypttab-{section}", "/etc/crypttab", f"the {what} device, plain dm-crypt keyed from /dev/urandom",
+              crypttab_line(crypt), marker_start(section), marker_end(section), section=section),
+        Block(f"fstab-{section}", "/etc/fstab", f"the {what} on its mapping", fstab_line,
+              marker_start(section), marker_end(section), section=section),
+    ]  # fmt: skip
 
 
 def mkfs_command(scratch: Scratch) -> str:
@@ -79,23 +87,22 @@ def _guard_allow(crypt: Crypt) -> str:
     return "swap" if isinstance(crypt, Swap) and crypt.replace else ""
 
 
-def _guard(crypt: Crypt, role: str) -> list[Artifact]:
+def _guard(crypt: Crypt, section: str) -> list[Artifact]:
+    """The probe for data that runs before the device is keyed."""
     if crypt.wipe_existing:
         return []
     unit = naming.cryptsetup_unit(crypt.name)
-    content = _template("guard.conf.j2", guard_path=GUARD_PATH, device=crypt.device.path, allow=_guard_allow(crypt))
+    script = guard_path(section)
+    content = _template("guard.conf.j2", guard_path=script, device=crypt.device.path, allow=_guard_allow(crypt))
     return [
-        File(
-            f"guard-{role}",
-            f"{UNIT_DIR}/{unit}.d/{DROPIN}",
-            f"refuse to key {crypt.device.path} if it holds data",
-            content,
-        )
-    ]
+        File(f"guard-script-{section}", script, "probe a device for data before keying it",
+             _template("refuse-data.sh.j2"), mode="0755", section=section),
+        File(f"guard-{section}", dropins.dropin(unit, section), f"refuse to key {crypt.device.path} if it holds data",
+             content, dropin=True, section=section),
+    ]  # fmt: skip
 
 
-def scratch_units(description: Description) -> list[Artifact]:
-    scratch = description.scratch
+def scratch_units(scratch: Scratch) -> list[Artifact]:
     mount_unit = naming.mount_unit(scratch.mountpoint)
     context = {
         "scratch": scratch,
@@ -106,21 +113,18 @@ def scratch_units(description: Description) -> list[Artifact]:
         "mkfs_command": mkfs_command(scratch),
         "parent": posixpath.dirname(scratch.mountpoint),
     }
-    artifacts: list[Artifact] = [
+    section = "scratch"
+    return [
         File("unit-format", f"{UNIT_DIR}/{FORMAT_UNIT}", "make a fresh filesystem after each boot's open",
-             _template("format.service.j2", **context)),
+             _template("format.service.j2", **context), section=section),
         File("unit-protect", f"{UNIT_DIR}/{PROTECT_UNIT}", "keep the bare mount point unwritable",
-             _template("protect.service.j2", **context)),
+             _template("protect.service.j2", **context), section=section),
         Symlink("enable-protect", f"{UNIT_DIR}/local-fs.target.wants/{PROTECT_UNIT}", "start the protection at boot",
-                f"{UNIT_DIR}/{PROTECT_UNIT}"),
-        Directory("mountpoint", scratch.mountpoint, "bare mount point, immutable while unmounted", immutable=True),
+                f"{UNIT_DIR}/{PROTECT_UNIT}", section=section),
+        Directory("mountpoint", scratch.mountpoint, "bare mount point, immutable while unmounted", immutable=True,
+                  section=section),
+        *dropins.waits({unit: (mount_unit,) for unit in scratch.consumers}, section),
     ]  # fmt: skip
-    for consumer, ready in layout.ready_units(description).items():
-        artifacts.append(
-            File(f"consumer-{consumer}", f"{UNIT_DIR}/{consumer}.d/{DROPIN}", f"start {consumer} after {', '.join(ready)}",
-                 _template("consumer.conf.j2", ready=ready))
-        )  # fmt: skip
-    return artifacts
 
 
 def swap_takeover(swap: Swap) -> CommentOut:
@@ -130,52 +134,60 @@ def swap_takeover(swap: Swap) -> CommentOut:
     pattern = rf"^[ \t]*(?:{names})[ \t]+\S+[ \t]+swap(?:[ \t].*)?$"
     restore = rf"^{re.escape(REPLACED_PREFIX)}(.*)$"
     return CommentOut("fstab-swap-takeover", "/etc/fstab", f"take over the persistent swap on {swap.device.path}",
-                      pattern, restore)  # fmt: skip
+                      pattern, restore, section="swap")  # fmt: skip
 
 
-def activation(description: Description) -> dict[str, object]:
-    scratch = description.scratch
-    plan: dict[str, object] = {
-        "guard": GUARD_PATH,
-        "scratch": {
-            "device": scratch.device.path,
-            "wipe_existing": scratch.wipe_existing,
-            "crypt_unit": naming.cryptsetup_unit(scratch.name),
-            "mapping": naming.mapping(scratch.name),
-            "mount_unit": naming.mount_unit(scratch.mountpoint),
-            "mountpoint": scratch.mountpoint,
-            "layout_unit": layout.LAYOUT_UNIT if layout.layout_needed(description) else None,
-        },
+def _scratch_activation(scratch: Scratch, description: Description) -> dict[str, object]:
+    return {
+        "guard": guard_path("scratch"),
+        "device": scratch.device.path,
+        "wipe_existing": scratch.wipe_existing,
+        "crypt_unit": naming.cryptsetup_unit(scratch.name),
+        "mapping": naming.mapping(scratch.name),
+        "mount_unit": naming.mount_unit(scratch.mountpoint),
+        "mountpoint": scratch.mountpoint,
     }
+
+
+def _swap_activation(swap: Swap) -> dict[str, object]:
+    return {
+        "guard": guard_path("swap"),
+        "device": swap.device.path,
+        "device_aliases": list(swap.device.aliases),
+        "wipe_existing": swap.wipe_existing,
+        "allow_signature": _guard_allow(swap) or None,
+        "crypt_unit": naming.cryptsetup_unit(swap.name),
+        "mapping": naming.mapping(swap.name),
+        "swap_unit": naming.swap_unit(naming.mapping(swap.name)),
+    }
+
+
+def activation(description: Description) -> dict[str, dict[str, object]]:
+    plan: dict[str, dict[str, object]] = {}
+    if description.scratch:
+        plan["scratch"] = _scratch_activation(description.scratch, description)
     if description.swap:
-        swap = description.swap
-        plan["swap"] = {
-            "device": swap.device.path,
-            "device_aliases": list(swap.device.aliases),
-            "wipe_existing": swap.wipe_existing,
-            "allow_signature": _guard_allow(swap) or None,
-            "crypt_unit": naming.cryptsetup_unit(swap.name),
-            "mapping": naming.mapping(swap.name),
-            "swap_unit": naming.swap_unit(naming.mapping(swap.name)),
-        }
+        plan["swap"] = _swap_activation(description.swap)
     return plan
 
 
+def sections(description: Description) -> tuple[str, ...]:
+    return tuple(key for key in SECTIONS if getattr(description, key) is not None)
+
+
 def render(description: Description) -> Manifest:
-    artifacts: list[Artifact] = [
-        Block("crypttab-block", "/etc/crypttab", "plain dm-crypt devices keyed from /dev/urandom",
-              crypttab_block(description)),
-        Block("fstab-block", "/etc/fstab", "scratch filesystem and swap on the mappings", fstab_block(description)),
-    ]  # fmt: skip
-    if description.swap and description.swap.replace:
-        artifacts.append(swap_takeover(description.swap))
-    guards = _guard(description.scratch, "scratch") + (_guard(description.swap, "swap") if description.swap else [])
-    if guards:
-        artifacts.append(File("guard-script", GUARD_PATH, "probe a device for data before keying it",
-                              _template("refuse-data.sh.j2"), mode="0755"))  # fmt: skip
-    artifacts += guards
-    artifacts += scratch_units(description)
+    artifacts: list[Artifact] = []
+    scratch, swap = description.scratch, description.swap
+    if scratch:
+        artifacts += _blocks(scratch, "scratch", scratch_fstab_line(scratch))
+        artifacts += _guard(scratch, "scratch")
+        artifacts += scratch_units(scratch)
+    if swap:
+        artifacts += _blocks(swap, "swap", swap_fstab_line(swap))
+        if swap.replace:
+            artifacts.append(swap_takeover(swap))
+        artifacts += _guard(swap, "swap")
     artifacts += layout.artifacts(description)
     artifacts += private_cow.artifacts(description)
-    return Manifest(description.activate, tuple(artifacts), activation(description),
+    return Manifest(description.activate, tuple(artifacts), activation(description), sections(description),
                     qubes=qubes_plan.plan(description), private_cow=private_cow.plan(description))  # fmt: skip

@@ -23,6 +23,7 @@ from qubes_ephemeral.render.templating import render_template
 TOOL = VM_INITRAMFS_TOOL
 SERVICE = "qubes-ephemeral-vm-kernels.service"
 PATH_UNIT = VM_KERNELS_PATH_UNIT
+SECTION = "patches"
 PAYLOAD = Path(__file__).parent.parent / "payload"
 
 
@@ -36,17 +37,17 @@ def artifacts(description: Description) -> list[Artifact]:
     context = {"tool": TOOL, "kernels_dir": str(KERNELS_DIR), "service": SERVICE}
     return [
         File("vm-initramfs-tool", TOOL, "add the /rw copy-on-write to VM kernels' initramfs",
-             (PAYLOAD / "vm_initramfs.py").read_text(), mode="0755"),
+             (PAYLOAD / "vm_initramfs.py").read_text(), mode="0755", section=SECTION),
         File("vm-private-cow-hook", str(DEFAULT_HOOK), "the /rw copy-on-write, run in the VM's initramfs",
-             (PAYLOAD / "private-cow.sh").read_text()),
+             (PAYLOAD / "private-cow.sh").read_text(), section=SECTION),
         File("unit-vm-kernels", f"{UNIT_DIR}/{SERVICE}", "patch every VM kernel's initramfs",
-             render_template("vm-kernels.service.j2", **context)),
+             render_template("vm-kernels.service.j2", **context), section=SECTION),
         File("unit-vm-kernels-path", f"{UNIT_DIR}/{PATH_UNIT}", "patch again when a VM kernel is installed",
-             render_template("vm-kernels.path.j2", **context)),
+             render_template("vm-kernels.path.j2", **context), section=SECTION),
         Symlink("enable-vm-kernels", f"{UNIT_DIR}/multi-user.target.wants/{SERVICE}",
-                "patch at every boot, before qubesd starts qubes", f"{UNIT_DIR}/{SERVICE}"),
+                "patch at every boot, before qubesd starts qubes", f"{UNIT_DIR}/{SERVICE}", section=SECTION),
         Symlink("enable-vm-kernels-path", f"{UNIT_DIR}/paths.target.wants/{PATH_UNIT}",
-                "watch for new VM kernels", f"{UNIT_DIR}/{PATH_UNIT}"),
+                "watch for new VM kernels", f"{UNIT_DIR}/{PATH_UNIT}", section=SECTION),
     ]  # fmt: skip
 
 

@@ -33,17 +33,17 @@ def _feature(vm: str, feature: str, value: str | None) -> dict[str, object]:
 def _own_pool(description: Description, qubes: Qubes) -> dict[str, object] | None:
     """The pool on the scratch filesystem: added once (Qubes keeps it in
     qubes.xml), its directory re-made at every boot by the layout unit."""
-    if qubes.pool is None:
+    dir_path, scratch = layout.pool_dir(description), description.scratch
+    if qubes.pool is None or dir_path is None or scratch is None:
         return None
-    dir_path = layout.pool_dir(description)
-    driver = layout.pool_driver(description)
+    driver = layout.pool_driver(scratch)
     return {
         "id": f"own-pool-{qubes.pool}",
         "what": f"pool {qubes.pool} on the scratch filesystem",
         "pool": qubes.pool,
         "driver": driver,
         "dir_path": dir_path,
-        "mountpoint": description.scratch.mountpoint,
+        "mountpoint": scratch.mountpoint,
         "layout_unit": layout.LAYOUT_UNIT,
         "get": ["qvm-pool", "info", qubes.pool],
         "add": ["qvm-pool", "add", qubes.pool, driver, "-o", f"dir_path={dir_path}"],
@@ -63,7 +63,6 @@ def _default_pool_volatile(pool: str) -> dict[str, object]:
         "set": ["qubes-prefs", "--", "default_pool_volatile", "{value}"],
         "unset": ["qubes-prefs", "--default", "--", "default_pool_volatile"],
         "value": pool,
-        "after_own_pool": True,
     }
 
 
@@ -81,16 +80,21 @@ def plan(description: Description) -> dict[str, object] | None:
         }
         for t in qubes.disposable_templates
     ]
+    extension = "extension"
+    check_ids = [str(check["id"]) for check in checks]
     volumes: list[dict[str, object]] = []
     for template in qubes.disposable_templates:
-        # Switches on the qubesd extension (qubesd_extension.py) for its disposables.
+        # Switches on the qubesd extension (qubesd/extension.py) for its disposables;
+        # without the extension loaded, the mark protects nothing.
         marked = _feature(template.name, FEATURE, "1")
-        marked["needs_extension"] = True  # without it, the mark protects nothing
+        marked.update(after=[*check_ids, extension], after_sections=[])
         volumes.append(marked)
-        # With cow, the extension makes their private volume read-only too; without,
+        # With cow, the extension makes their private volume read-only too, and the
+        # VM kernels must carry the /rw copy-on-write (the patches section); without,
         # the feature must be absent (it may be left from an earlier pillar).
-        private = _feature(template.name, PRIVATE_FEATURE, PRIVATE_COW if template.private == "cow" else None)
-        private["needs_extension"] = private["needs_private_cow"] = template.private == "cow"
+        cow = template.private == "cow"
+        private = _feature(template.name, PRIVATE_FEATURE, PRIVATE_COW if cow else None)
+        private.update(after=[*check_ids, *([extension] if cow else [])], after_sections=["patches"] if cow else [])
         volumes.append(private)
         # Root read-only and the volatile volume keyed per start are set by the
         # extension for each start and put back after it, never on the template:
@@ -98,7 +102,9 @@ def plan(description: Description) -> dict[str, object] | None:
         # and a named one would keep them in qubes.xml after clean.
     own_pool = _own_pool(description, qubes)
     if own_pool and qubes.default_pool_volatile:
-        volumes.append(_default_pool_volatile(str(qubes.pool)))
+        default = _default_pool_volatile(str(qubes.pool))
+        default.update(after=[*check_ids, str(own_pool["id"])], after_sections=[])
+        volumes.append(default)
     pools = qubes.ephemeral_volatile_pools
     return {
         "record": QUBES_RECORD,
@@ -112,6 +118,7 @@ def plan(description: Description) -> dict[str, object] | None:
             # Already keyed at boot; and once it is the default, "default" must
             # not pick it up on the next apply.
             "default_excludes": [qubes.pool] if qubes.pool else [],
+            "after": [*check_ids, *([str(own_pool["id"])] if own_pool and isinstance(pools, tuple) and qubes.pool in pools else [])],
             "setting": {
                 "id": "pool-{pool}-ephemeral_volatile",
                 "what": "pool {pool} ephemeral_volatile",
@@ -126,6 +133,7 @@ def plan(description: Description) -> dict[str, object] | None:
         # The qubesd extension leaves this file when qubesd loads it. Without it
         # nothing protects the disposables: the formula fails.
         "extension": {
+            "id": extension,
             "stamp": LOADED_STAMP,
             "required": True,
             "hint": "install the qubes-ephemeral package in dom0 (README: Install in dom0), then restart qubesd: "

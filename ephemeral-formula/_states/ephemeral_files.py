@@ -1,0 +1,173 @@
+"""Salt state module ``ephemeral_files``: our lines in files we share with
+dom0 (crypttab, fstab), and the record of what each section applied.
+
+The edits themselves are the generator's (qubes_ephemeral.dom0.textedit), so
+``qubes-ephemeral diff`` shows exactly what these states do. A file is read
+and written as bytes (odd bytes survive), through a temporary file renamed
+over it (a kill leaves the old or the new file, never half of one), with its
+mode and owner kept; a symlink is followed, never replaced by a file.
+``test=True`` reports what would change and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the Salt loader injects these
+    __opts__: dict[str, Any]
+    __salt__: dict[str, Callable[..., Any]]
+
+__virtualname__ = "ephemeral_files"
+
+Ret = dict[str, Any]
+
+
+def __virtual__() -> str | tuple[bool, str]:
+    # The edits are the generator's: it comes through the ephemeral module.
+    if "ephemeral.generator_path" not in __salt__:
+        return False, "the ephemeral execution module is not loaded (saltutil.sync_modules)"
+    return __virtualname__
+
+
+def _ret(name: str) -> Ret:
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _textedit() -> Any:
+    __salt__["ephemeral.generator_path"]()
+    from qubes_ephemeral.dom0 import textedit  # noqa: PLC0415 (on sys.path only now)
+    from qubes_ephemeral.render import artifacts  # noqa: PLC0415
+
+    return textedit, artifacts
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "surrogateescape")
+    except FileNotFoundError:
+        return None
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace the file's bytes in one rename; mode and owner stay."""
+    real = os.path.realpath(path)  # edit what a symlink points to, keep the link
+    folder = os.path.dirname(real)
+    try:
+        info: os.stat_result | None = os.stat(real)
+    except FileNotFoundError:
+        info = None
+    handle, temporary = tempfile.mkstemp(prefix=".qubes-ephemeral.", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(text.encode("utf-8", "surrogateescape"))
+            out.flush()
+            os.fsync(out.fileno())
+        if info is None:
+            os.chmod(temporary, 0o644)
+        else:
+            os.chmod(temporary, info.st_mode & 0o7777)
+            os.chown(temporary, info.st_uid, info.st_gid)
+        os.replace(temporary, real)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _edit(name: str, target: str, edit: Callable[[str], str], create: bool, what: str) -> Ret:
+    ret = _ret(name)
+    before = _read(target)
+    if before is None and not create:
+        ret["comment"] = f"{target} does not exist: nothing to do"
+        return ret
+    try:
+        after = edit(before or "")
+    except ValueError as error:  # damaged markers: touch nothing
+        ret.update(result=False, comment=f"{target}: {error}; nothing was changed")
+        return ret
+    if after == before:
+        ret["comment"] = f"{target}: {what} already"
+        return ret
+    ret["changes"] = {"diff": _diff(before or "", after, target)}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{target}: would be {what}")
+        return ret
+    try:
+        write_atomically(target, after)
+    except OSError as error:
+        ret.update(result=False, changes={}, comment=f"{target}: cannot write it: {error}")
+        return ret
+    ret["comment"] = f"{target}: {what}"
+    return ret
+
+
+def _diff(before: str, after: str, target: str) -> str:
+    import difflib  # noqa: PLC0415
+
+    return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), target, target))
+
+
+def block(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
+    """Our block between its markers in ``artifact["target"]``: put there
+    (prepended when absent; a missing file is made with the block alone) or,
+    with ``present`` False, taken out so the file is byte for byte as before."""
+    textedit, artifacts = _textedit()
+    item = artifacts.from_dict(artifact)
+    if present:
+        return _edit(name, item.target, lambda text: textedit.apply_block(text, item), True, "block in place")
+    return _edit(name, item.target, lambda text: textedit.remove_block(text, item), False, "block removed")
+
+
+def commented(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
+    """Foreign lines we take over: commented out with our prefix, or (with
+    ``present`` False) given back exactly as they were."""
+    textedit, artifacts = _textedit()
+    item = artifacts.from_dict(artifact)
+    if present:
+        return _edit(name, item.target, lambda text: textedit.comment_out(text, item), False, "lines taken over")
+    return _edit(name, item.target, lambda text: textedit.restore(text, item), False, "lines given back")
+
+
+def recorded(name: str, record: str, entry: dict[str, Any] | None = None) -> Ret:
+    """The record of what section ``name`` applied: ``entry`` written into it,
+    or (entry None, on clean) the section's entry taken out; the file goes
+    when no section is left in it."""
+    ret = _ret(name)
+    __salt__["ephemeral.generator_path"]()
+    from qubes_ephemeral.dom0 import applied  # noqa: PLC0415
+
+    before = _read(record)
+    try:
+        after = applied.recorded(before, name, entry)
+    except applied.RecordError as error:
+        ret.update(result=False, comment=str(error))
+        return ret
+    if after == before or (after is not None and before is not None and json.loads(after) == json.loads(before)):
+        ret["comment"] = f"the record of {name} is up to date"
+        return ret
+    ret["changes"] = {"record": record, "section": name, "entry": "written" if entry is not None else "removed"}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"the record of {name} would be updated")
+        return ret
+    try:
+        if after is None:
+            if os.path.exists(record):
+                os.remove(record)
+        else:
+            os.makedirs(os.path.dirname(record), mode=0o755, exist_ok=True)
+            write_atomically(record, after)
+    except OSError as error:
+        ret.update(result=False, changes={}, comment=f"{record}: {error}")
+        return ret
+    ret["comment"] = f"the record of {name} is updated"
+    return ret

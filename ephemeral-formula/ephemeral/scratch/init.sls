@@ -1,0 +1,39 @@
+{#- qubesctl state.apply ephemeral.scratch: the scratch filesystem, keyed
+    from /dev/urandom and made again at every boot. With activate: now it is
+    also opened, checked for data, formatted and mounted now. -#}
+{%- from "ephemeral/map.jinja" import manifest, tools with context %}
+{%- from "ephemeral/macros.jinja" import apply, record with context %}
+{%- set plan = salt['ephemeral.section']('scratch') %}
+{%- if plan.wanted %}
+{{ apply(plan, manifest, tools.systemctl) }}
+{%-   if manifest.activate == 'now' %}
+{%-     set scratch = plan.activation %}
+
+ephemeral-scratch-activate-check:
+  cmd.run:
+    - name: {{ scratch.guard | quote }} {{ scratch.device | quote }}
+    # A device that is already open was checked when it was opened.
+    - unless: test -b {{ scratch.mapping | quote }}{% if scratch.wipe_existing %} || true{% endif %}
+    - require:
+{%-     for artifact in plan.artifacts %}
+      - {{ 'ephemeral_files' if artifact.kind == 'block' else 'file' }}: ephemeral-scratch-{{ artifact.id }}
+{%-     endfor %}
+{%-     if plan.reload_on_apply %}
+      - cmd: ephemeral-scratch-daemon-reload
+{%-     endif %}
+
+ephemeral-scratch-activate-mount:
+  cmd.run:
+    # Pulls in systemd-cryptsetup@ (open) and the format unit (mkfs).
+    - name: {{ tools.systemctl }} start {{ scratch.mount_unit | quote }}
+    - unless: mountpoint -q {{ scratch.mountpoint | quote }}
+    - require:
+      - cmd: ephemeral-scratch-activate-check
+{%-   endif %}
+
+{{ record(plan, manifest) }}
+{%- else %}
+ephemeral-scratch-not-described:
+  test.fail_without_changes:
+    - name: "the ephemeral pillar has no scratch: section; to undo an earlier apply: qubesctl state.apply ephemeral.scratch.clean"
+{%- endif %}

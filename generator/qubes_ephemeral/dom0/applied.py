@@ -1,0 +1,159 @@
+"""The record of what each section's last apply put in place, and what an
+apply or a clean of a section must therefore do.
+
+The formula writes one entry per section it applied (Manifest.applied_entry)
+into /etc/qubes-ephemeral/applied.json. From that record and the manifest
+of the pillar now, this module decides, for one section:
+
+- ``prune``: what the last apply put in place and the pillar no longer asks
+  for (the apply removes it before it writes anything);
+- ``remove``: everything a clean of the section takes away, whether the
+  pillar still names it or only the record does;
+- ``activation``: the units that hold the section's device, to stop on clean.
+
+A file that two sections use (the guard script of scratch and swap) stays
+while a section that is not being cleaned still records it. A record written
+before sections applied alone (format 1: one list for everything) is read as
+the pseudo-section ``legacy``: the next full apply prunes what it has that
+the pillar no longer asks for, and a full clean removes all of it.
+
+Everything here is pure: the formula's Salt module reads the files and
+passes their text in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from qubes_ephemeral.render.artifacts import SYSTEMD_DIRS
+
+LEGACY = "legacy"
+# The one drop-in name of format 1 records (now one per section: render.dropins).
+LEGACY_DROPIN = ".d/50-qubes-ephemeral.conf"
+Entry = dict[str, object]
+ArtifactData = dict[str, object]
+
+
+class RecordError(ValueError):
+    pass
+
+
+def load(text: str | None) -> dict[str, Entry]:
+    """The record's entries by section ({} when there is no record)."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise RecordError(f"the applied record is not JSON ({error}): restore it or remove it by hand") from error
+    if not isinstance(data, dict):
+        raise RecordError("the applied record is not a JSON object: restore it or remove it by hand")
+    if data.get("format") == 2 and isinstance(data.get("sections"), dict):
+        return {str(key): _entry(value) for key, value in data["sections"].items()}
+    if data.get("format") == 1 and isinstance(data.get("artifacts"), list):
+        found = data.get("activation")
+        activation: dict[str, object] = found if isinstance(found, dict) else {}
+        entries: dict[str, Entry] = {LEGACY: {"artifacts": list(data["artifacts"]), "activation": None}}
+        for section in ("scratch", "swap"):
+            if isinstance(activation.get(section), dict):
+                entries[section] = {"artifacts": [], "activation": activation[section]}
+        return entries
+    raise RecordError(f"the applied record has an unknown format {data.get('format')!r}")
+
+
+def _entry(value: object) -> Entry:
+    if not isinstance(value, dict) or not isinstance(value.get("artifacts", []), list):
+        raise RecordError("an entry of the applied record is damaged: restore it or remove it by hand")
+    return {"artifacts": list(value.get("artifacts", [])), "activation": value.get("activation")}
+
+
+def dump(entries: dict[str, Entry]) -> str | None:
+    """The record's text, or None when no section is left (remove the file)."""
+    if not entries:
+        return None
+    return json.dumps({"format": 2, "sections": entries}, indent=1, sort_keys=True) + "\n"
+
+
+def identity(artifact: ArtifactData) -> tuple[str, ...]:
+    """Two artifacts are the same thing in dom0 when this is equal: a block
+    by its file and markers, anything else by its path and kind."""
+    if artifact.get("kind") == "block":
+        return ("block", str(artifact["target"]), str(artifact.get("marker_start", "")))
+    return (str(artifact.get("kind")), str(artifact["target"]))
+
+
+def _artifacts(entry: Entry | None) -> list[ArtifactData]:
+    found = entry.get("artifacts") if entry else None
+    return [_normalised(a) for a in found if isinstance(a, dict)] if isinstance(found, list) else []
+
+
+def _normalised(artifact: ArtifactData) -> ArtifactData:
+    """What a format 1 record did not say yet, filled in the way it was then."""
+    target = str(artifact.get("target", ""))
+    filled = dict(artifact)
+    filled.setdefault("daemon_reload", target.startswith(SYSTEMD_DIRS))
+    if filled.get("kind") == "file":
+        filled.setdefault("dropin", target.endswith(LEGACY_DROPIN))
+    return filled
+
+
+def _unique(artifacts: Iterable[ArtifactData]) -> list[ArtifactData]:
+    seen: dict[tuple[str, ...], ArtifactData] = {}
+    for artifact in artifacts:
+        seen.setdefault(identity(artifact), artifact)
+    return list(seen.values())
+
+
+def _kept_by_others(entries: dict[str, Entry], leaving: Iterable[str]) -> set[str]:
+    """Targets a section that stays applied still records."""
+    gone = set(leaving)
+    return {str(a["target"]) for section, entry in entries.items() if section not in gone for a in _artifacts(entry)}
+
+
+def plan(manifest: dict[str, object], record_text: str | None, section: str,
+         cleaning: Iterable[str] = ()) -> dict[str, object]:  # fmt: skip
+    """What the formula does for ``section``: see the module docstring.
+    ``cleaning``: every section the same run cleans (a full clean names all)."""
+    entries = load(record_text)
+    raw = manifest.get("artifacts")
+    every = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
+    current = [a for a in every if a.get("section") == section]
+    recorded = _artifacts(entries.get(section))
+    # For the legacy record: whatever a full apply of the pillar now does not put in place again.
+    wanted = {identity(a) for a in (every if section == LEGACY else current)}
+    kept = _kept_by_others(entries, {section, *cleaning})
+    prune = [a for a in recorded if identity(a) not in wanted and not _still_used(a, kept)]
+    remove = [a for a in _unique([*current, *recorded]) if not _still_used(a, kept)]
+    activation = manifest.get("activation")
+    now = activation.get(section) if isinstance(activation, dict) else None
+    before = entries.get(section, {}).get("activation")
+    return {
+        "section": section,
+        "wanted": section in (manifest.get("sections") or []),  # type: ignore[operator]
+        "recorded": section in entries,
+        "artifacts": current,
+        "prune": prune,
+        "remove": remove,
+        "activation": now or before,
+        # Whether a systemd file changes: a daemon-reload must follow.
+        "reload_on_apply": any(a.get("daemon_reload") for a in [*current, *prune]),
+        "reload_on_clean": any(a.get("daemon_reload") for a in remove),
+    }
+
+
+def _still_used(artifact: ArtifactData, kept: set[str]) -> bool:
+    """A whole file (or link, or folder) that another section still records.
+    Blocks and commented lines are each section's own, even in a shared file."""
+    return artifact.get("kind") not in ("block", "comment-out") and str(artifact["target"]) in kept
+
+
+def recorded(record_text: str | None, section: str, entry: Entry | None) -> str | None:
+    """The record after a section was applied (``entry``) or cleaned (None).
+    A full apply also drops the legacy entry it has just pruned."""
+    entries = load(record_text)
+    if entry is None:
+        entries.pop(section, None)
+    else:
+        entries[section] = _entry(entry)
+    return dump(entries)
