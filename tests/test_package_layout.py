@@ -76,7 +76,7 @@ def test_imports_follow_the_folder_rule(folder: str) -> None:
     for path in sorted((PACKAGE / folder).rglob("*.py")):
         for line, module in imports(path):
             top = module.split(".")[0]
-            if top == "__future__" or top in STDLIB and top != NAME:
+            if top == "__future__" or (top in STDLIB and top != NAME):
                 continue
             where = f"{path.relative_to(ROOT)}:{line} imports {module}"
             if top == NAME:
