@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 from conftest import PILLAR_EXAMPLE, ROOT, run_cli
-from qubes_ephemeral.description import schema
+from qubes_ephemeral.description import reference, schema
 from qubes_ephemeral.description.source import load_text
+
+DOCS = ROOT / "docs"
 
 # Keys whose default is empty: pillar.example shows a use instead (its comment names the default).
 EXAMPLES_NOT_DEFAULTS = {"ephemeral.qubes.disposable_templates"}
@@ -59,3 +62,46 @@ def test_readme_shows_what_the_audit_prints_for_its_recording(tmp_path: Path) ->
     result = run_cli("audit", str(pillar), "--replay", str(recording))
     assert result.status == 0
     assert result.stdout == shown
+
+
+def test_configuration_reference_is_what_the_schema_gives() -> None:
+    written = (DOCS / "configuration.md").read_text()
+    assert written == reference.markdown(), (
+        "docs/configuration.md differs from the schema; write it again: "
+        "PYTHONPATH=generator python -m qubes_ephemeral reference > docs/configuration.md "
+        f"(installed: {reference.COMMAND})"
+    )
+
+
+def test_reference_has_every_key_once() -> None:
+    headings = re.findall(r"^### `([^`]+)`$", reference.markdown(), re.MULTILINE)
+    assert headings == [path for path, _ in schema.all_keys()]
+
+
+def test_reference_changes_with_the_schema() -> None:
+    # The check above can fail: a schema with a changed default, meaning and
+    # requirement, and one more section, gives another page that shows them.
+    scratch = next(section for section in schema.SECTIONS if section.setting("name") is not None)
+    name = scratch.setting("name")
+    assert name is not None
+    changed = dataclasses.replace(name, default="other-name", help="A changed meaning.")
+    settings = tuple(changed if s is name else s for s in scratch.settings)
+    extra = dataclasses.replace(
+        scratch, key="extra", help="A section for the test.", settings=(dataclasses.replace(name, key="probe"),)
+    )
+    sections = (
+        dataclasses.replace(scratch, settings=settings, required=not scratch.required),
+        *schema.SECTIONS[1:],
+        extra,
+    )
+    modified = reference.markdown(sections)
+    assert modified != reference.markdown()
+    assert "default `other-name`" in modified and "A changed meaning." in modified
+    assert "### `ephemeral.extra.probe`" in modified
+    assert ("Optional section." if scratch.required else "Required section.") in modified
+
+
+def test_reference_is_what_the_command_prints() -> None:
+    result = run_cli("reference")
+    assert result.status == 0 and result.stderr == ""
+    assert result.stdout == reference.markdown()
