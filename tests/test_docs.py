@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import PILLAR_EXAMPLE, ROOT, run_cli
@@ -105,3 +108,21 @@ def test_reference_is_what_the_command_prints() -> None:
     result = run_cli("reference")
     assert result.status == 0 and result.stderr == ""
     assert result.stdout == reference.markdown()
+
+
+def test_benchmark_writes_between_the_markers_of_its_page(tmp_path: Path) -> None:
+    # bench/run.py writes its tables into docs/benchmarks.md (a full run): the
+    # markers are there, and what it writes links the chart from that page.
+    page = tmp_path / "benchmarks.md"
+    page.write_text((DOCS / "benchmarks.md").read_text())
+    code = "import sys; from pathlib import Path; import run; run.update_doc('TABLES', Path(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
+    subprocess.run([sys.executable, "-c", code, str(page)], check=True, env=env, cwd=tmp_path)
+    before, after = (DOCS / "benchmarks.md").read_text(), page.read_text()
+    start, end = "<!-- BEGIN bench (written by scripts/bench; do not edit) -->", "<!-- END bench -->"
+    assert before.count(start) == before.count(end) == 1
+    assert after.split(start)[0] == before.split(start)[0] and after.split(end)[1] == before.split(end)[1]
+    block = after.split(start)[1].split(end)[0]
+    assert block.startswith("\nTABLES\n")
+    chart = re.findall(r"!\[Benchmark chart\]\(([^)]+)\)", block)
+    assert chart and (DOCS / chart[0]).resolve() == ROOT / "bench" / "results" / "latest.png"
