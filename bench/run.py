@@ -9,8 +9,8 @@ with --quick, and small fio sizes), installs the package as in dom0, runs
 bench/guest.py there, and writes into DIR (default bench/results):
 latest.json and a dated copy (every run, the machine, the date, medians and
 ratios), latest.md (the tables) and latest.png (the chart). A full run into
-bench/results also puts the tables and the chart into the README, between
-its bench markers. Nothing is timed against a limit: these are figures.
+bench/results also puts the tables and the chart into docs/benchmarks.md,
+between its bench markers. Nothing is timed against a limit: these are figures.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ MODES = {
     "full": {"lv_size": "32G", "format_runs": 7, "io_runs": 5, "seq_size": "256M", "rand_size": "32M", "salt_runs": 7},
     "quick": {"lv_size": "4G", "format_runs": 5, "io_runs": 5, "seq_size": "8M", "rand_size": "2M", "salt_runs": 5},
 }
-README_START = "<!-- BEGIN bench (written by scripts/bench; do not edit) -->"
-README_END = "<!-- END bench -->"
+# The page that shows the figures, and the markers around the part this script writes.
+DOC = ROOT / "docs" / "benchmarks.md"
+DOC_START = "<!-- BEGIN bench (written by scripts/bench; do not edit) -->"
+DOC_END = "<!-- END bench -->"
+CHART = "../bench/results/latest.png"  # as the page links it
 
 JOB = """set -eu
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -127,22 +130,22 @@ def run_vm(mode: str, work: Path) -> dict[str, Any]:
     return json.loads((boot.out / "bench.json").read_text())
 
 
-def update_readme(markdown: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = text.index(README_START), text.index(README_END)
-    block = f"{README_START}\n{markdown}\n![Benchmark chart](bench/results/latest.png)\n{README_END}"
-    readme.write_text(text[:start] + block + text[end + len(README_END) :])
+def update_doc(markdown: str, doc: Path = DOC) -> None:
+    """Replace what lies between the bench markers of the page with the tables and the chart."""
+    text = doc.read_text()
+    start, end = text.index(DOC_START), text.index(DOC_END)
+    block = f"{DOC_START}\n{markdown}\n![Benchmark chart]({CHART})\n{DOC_END}"
+    doc.write_text(text[:start] + block + text[end + len(DOC_END) :])
 
 
 def write_reports(result: dict[str, Any], out: Path, mode: str) -> None:
-    """latest.md and latest.png from a result; the README too for a full run into bench/results."""
+    """latest.md and latest.png from a result; docs/benchmarks.md too for a full run into bench/results."""
     out.mkdir(parents=True, exist_ok=True)
     markdown = report.markdown(result)
     (out / "latest.md").write_text(markdown)
     report.chart(result, str(out / "latest.png"))
     if mode == "full" and out.resolve() == (ROOT / "bench" / "results").resolve():
-        update_readme(markdown)
+        update_doc(markdown)
     print(markdown)
 
 
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the results")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench", help="the VM's disks and logs")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
-                        help="no new measurement: write the table, chart (and README) again from a result file")  # fmt: skip
+                        help="no new measurement: write the table, chart (and docs/benchmarks.md) again from a result file")  # fmt: skip
     args = parser.parse_args(argv)
     if args.from_json:
         result = json.loads(args.from_json.read_text())

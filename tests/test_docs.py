@@ -1,13 +1,21 @@
-"""The documentation cannot drift from the schema."""
+"""The documentation cannot drift from the schema, the command or itself."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import PILLAR_EXAMPLE, ROOT, run_cli
-from qubes_ephemeral.description import schema
+from qubes_ephemeral import cli
+from qubes_ephemeral.description import reference, schema
 from qubes_ephemeral.description.source import load_text
+
+DOCS = ROOT / "docs"
 
 # Keys whose default is empty: pillar.example shows a use instead (its comment names the default).
 EXAMPLES_NOT_DEFAULTS = {"ephemeral.qubes.disposable_templates"}
@@ -43,15 +51,18 @@ def test_every_scratch_key_has_a_comment_above() -> None:
         assert lines[line - 2].strip().startswith("#"), f"{path} (line {line}) has no comment above it"
 
 
-def test_readme_names_every_cli_command() -> None:
-    readme = (ROOT / "README.md").read_text()
-    for command in ("validate", "render", "diff", "schema"):
-        assert re.search(rf"qubes-ephemeral {command}\b", readme), command
+def test_dom0_guide_names_every_cli_command() -> None:
+    guide = (DOCS / "dom0-guide.md").read_text()
+    subparsers = [a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = list(subparsers[0].choices)
+    assert set(commands) >= {"validate", "render", "diff", "audit", "schema", "reference", "applied"}
+    for command in commands:
+        assert re.search(rf"qubes-ephemeral {command}\b", guide), f"docs/dom0-guide.md does not name {command}"
 
 
-def test_readme_shows_what_the_audit_prints_for_its_recording(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    shown = readme.split("$ sudo qubes-ephemeral audit\n", 1)[1].split("$ echo $?", 1)[0]
+def test_dom0_guide_shows_what_the_audit_prints_for_its_recording(tmp_path: Path) -> None:
+    guide = (DOCS / "dom0-guide.md").read_text()
+    shown = guide.split("$ sudo qubes-ephemeral audit\n", 1)[1].split("$ echo $?", 1)[0]
     pillar = tmp_path / "ephemeral.sls"
     # The VM suite's pillar: pillar.example with the journal in memory only.
     pillar.write_text(PILLAR_EXAMPLE.read_text().replace("journald: unchanged", "journald: volatile"))
@@ -59,3 +70,92 @@ def test_readme_shows_what_the_audit_prints_for_its_recording(tmp_path: Path) ->
     result = run_cli("audit", str(pillar), "--replay", str(recording))
     assert result.status == 0
     assert result.stdout == shown
+
+
+def test_configuration_reference_is_what_the_schema_gives() -> None:
+    written = (DOCS / "configuration.md").read_text()
+    assert written == reference.markdown(), (
+        "docs/configuration.md differs from the schema; write it again: "
+        "PYTHONPATH=generator python -m qubes_ephemeral reference > docs/configuration.md "
+        f"(installed: {reference.COMMAND})"
+    )
+
+
+def test_reference_has_every_key_once() -> None:
+    headings = re.findall(r"^### `([^`]+)`$", reference.markdown(), re.MULTILINE)
+    assert headings == [path for path, _ in schema.all_keys()]
+
+
+def test_reference_changes_with_the_schema() -> None:
+    # The check above can fail: a schema with a changed default, meaning and
+    # requirement, and one more section, gives another page that shows them.
+    scratch = next(section for section in schema.SECTIONS if section.setting("name") is not None)
+    name = scratch.setting("name")
+    assert name is not None
+    changed = dataclasses.replace(name, default="other-name", help="A changed meaning.")
+    settings = tuple(changed if s is name else s for s in scratch.settings)
+    extra = dataclasses.replace(
+        scratch, key="extra", help="A section for the test.", settings=(dataclasses.replace(name, key="probe"),)
+    )
+    sections = (
+        dataclasses.replace(scratch, settings=settings, required=not scratch.required),
+        *schema.SECTIONS[1:],
+        extra,
+    )
+    modified = reference.markdown(sections)
+    assert modified != reference.markdown()
+    assert "default `other-name`" in modified and "A changed meaning." in modified
+    assert "### `ephemeral.extra.probe`" in modified
+    assert ("Optional section." if scratch.required else "Required section.") in modified
+
+
+def test_reference_is_what_the_command_prints() -> None:
+    result = run_cli("reference")
+    assert result.status == 0 and result.stderr == ""
+    assert result.stdout == reference.markdown()
+
+
+def test_readme_stays_short() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) < 200, f"README.md has {len(lines)} lines: move the detail into docs/"
+
+
+def _relative_links(text: str) -> list[str]:
+    # Inline links and images, outside code blocks and code spans.
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+def test_relative_links_point_at_files() -> None:
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in _relative_links(page.read_text()):
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists() or not path.is_relative_to(ROOT):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
+    assert _relative_links("[a](docs/a.md) [b](https://x.org) [c](#here) `[d](no.md)` ![e](../e.png)") == [
+        "docs/a.md",
+        "../e.png",
+    ]
+
+
+def test_benchmark_writes_between_the_markers_of_its_page(tmp_path: Path) -> None:
+    # bench/run.py writes its tables into docs/benchmarks.md (a full run): the
+    # markers are there, and what it writes links the chart from that page.
+    page = tmp_path / "benchmarks.md"
+    page.write_text((DOCS / "benchmarks.md").read_text())
+    code = "import sys; from pathlib import Path; import run; run.update_doc('TABLES', Path(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
+    subprocess.run([sys.executable, "-c", code, str(page)], check=True, env=env, cwd=tmp_path)
+    before, after = (DOCS / "benchmarks.md").read_text(), page.read_text()
+    start, end = "<!-- BEGIN bench (written by scripts/bench; do not edit) -->", "<!-- END bench -->"
+    assert before.count(start) == before.count(end) == 1
+    assert after.split(start)[0] == before.split(start)[0] and after.split(end)[1] == before.split(end)[1]
+    block = after.split(start)[1].split(end)[0]
+    assert block.startswith("\nTABLES\n")
+    chart = re.findall(r"!\[Benchmark chart\]\(([^)]+)\)", block)
+    assert chart and (DOCS / chart[0]).resolve() == ROOT / "bench" / "results" / "latest.png"

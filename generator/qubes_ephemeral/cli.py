@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from qubes_ephemeral import __version__
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.description import schema
+from qubes_ephemeral.description import reference, schema
 from qubes_ephemeral.description.model import Description
 from qubes_ephemeral.description.problems import DescriptionError, Problem
 from qubes_ephemeral.dom0 import audit, audit_report, diff, probe
@@ -116,6 +116,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    sys.stdout.write(reference.markdown())
+    return EXIT_OK
+
+
 def cmd_applied(args: argparse.Namespace) -> int:
     """Whether the formula's changes are in this dom0: package removal refuses while they are,
     as the extension and the tools they rely on would go and leave them half in place."""
@@ -166,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)  # tests: read a recording instead
     sub = commands.add_parser("schema", help="list every key with its type, default and meaning")
     sub.add_argument("--json", action="store_true", help="machine-readable list")
+    commands.add_parser(
+        "reference",
+        help="print the configuration reference (Markdown), made from the schema",
+        description=f"Print every key with its type, default and meaning as Markdown; docs/configuration.md is "
+        f"this output: {reference.COMMAND}",
+    )
     sub = commands.add_parser(
         "applied",
         help="whether the formula's changes are in this dom0 (exit 0) or not (exit 1)",
@@ -184,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
         return cmd_schema(args)
+    if args.command == "reference":
+        return cmd_reference(args)
     if args.command == "applied":
         return cmd_applied(args)
     try:
