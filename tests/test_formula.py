@@ -8,6 +8,7 @@ hold data are refused before anything changes.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -198,3 +199,104 @@ def test_a_pillar_that_drops_a_section_leaves_nothing_of_it_and_clean_still_reve
         if isinstance(artifact, File | Symlink | Directory):
             assert not sandbox.exists(artifact.target), f"{artifact.target} left behind"
     assert not sandbox.exists("/etc/qubes-ephemeral")
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("case", ["swap-only", "qubes-only", "traces-only"])
+def test_a_section_alone_applies_and_cleans(sandbox: Sandbox, case: str) -> None:
+    """A description with one section: what it asks for and nothing else."""
+    pillar = (GOLDEN / case / "input.yaml").read_text()
+    manifest = render(describe(pillar.encode()))
+    sandbox.set_pillar(pillar)
+    status, dry = sandbox.apply(test=True)
+    assert status == 0, failed(dry)
+    pending = {key.split("_|-")[1] for key, state in dry.items() if state["result"] is None}
+    status, first = sandbox.apply()
+    assert status == 0, failed(first)
+    assert set(changed(first)) == pending
+    for artifact in manifest.artifacts:
+        if isinstance(artifact, File):
+            assert sandbox.read(artifact.target) == artifact.content, artifact.target
+    sections = {artifact.section for artifact in manifest.artifacts}
+    assert sections <= {case.removesuffix("-only")}
+    if "swap" not in sections:
+        assert sandbox.read("/etc/fstab") == DOM0_FSTAB and sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    assert not sandbox.exists("/etc/systemd/system/qubes-ephemeral-format.service"), "no scratch was asked for"
+    status, again = sandbox.apply()
+    assert status == 0 and changed(again) == {}
+
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(clean)
+    assert sandbox.read("/etc/fstab") == DOM0_FSTAB and sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    for artifact in manifest.artifacts:
+        if isinstance(artifact, File | Symlink | Directory):
+            assert not sandbox.exists(artifact.target), f"{artifact.target} left behind"
+    assert not sandbox.exists("/etc/qubes-ephemeral")
+
+
+def test_one_section_of_a_pillar_applies_and_cleans_alone(sandbox: Sandbox) -> None:
+    """ephemeral.swap and ephemeral.swap.clean touch the swap section only."""
+    swap = [a for a in MANIFEST.artifacts if a.section == "swap"]
+    others = [a for a in MANIFEST.artifacts if a.section != "swap" and isinstance(a, File)]
+    status, states = sandbox.apply("ephemeral.swap")
+    assert status == 0, failed(states)
+    assert all(sandbox.exists(a.target) for a in swap if isinstance(a, File))
+    assert not any(sandbox.exists(a.target) for a in others), "only the swap section"
+    crypttab = sandbox.read("/etc/crypttab")
+    assert crypttab is not None and "ephemeral-swap " in crypttab and "\nephemeral " not in crypttab
+
+    # The whole pillar on top, then the swap section's clean alone: the rest stays.
+    status, states = sandbox.apply()
+    assert status == 0, failed(states)
+    status, states = sandbox.apply("ephemeral.swap.clean")
+    assert status == 0, failed(states)
+    assert not any(sandbox.exists(a.target) for a in swap if isinstance(a, File))
+    assert all(sandbox.exists(a.target) for a in others)
+    crypttab = sandbox.read("/etc/crypttab")
+    assert crypttab is not None and "ephemeral-swap " not in crypttab and crypttab.endswith(DOM0_CRYPTTAB)
+    fstab = sandbox.read("/etc/fstab")
+    assert fstab is not None and fstab.endswith(DOM0_FSTAB), "the persistent swap line is given back"
+
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(clean)
+    assert sandbox.read("/etc/fstab") == DOM0_FSTAB and sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    assert not sandbox.exists("/etc/qubes-ephemeral")
+
+
+def test_a_record_of_the_version_before_sections_is_taken_over(sandbox: Sandbox) -> None:
+    """An applied.json of format 1 (one block per file, one list): the next
+    apply removes its old blocks and files the pillar no longer names, clean
+    reverts all."""
+    old_block = "# BEGIN qubes-ephemeral (managed block: edit the ephemeral pillar, not these lines)\n"
+    old_end = "# END qubes-ephemeral\n"
+    line = "ephemeral /dev/qubes_dom0/ephemeral /dev/urandom plain,cipher=aes-xts-plain64,size=512\n"
+    sandbox.put("/etc/crypttab", old_block + line + old_end + DOM0_CRYPTTAB)
+    sandbox.put("/usr/local/libexec/qubes-ephemeral/refuse-data", "#!/bin/sh\n")
+    old_dropin = "/etc/systemd/system/systemd-cryptsetup@ephemeral.service.d/50-qubes-ephemeral.conf"
+    sandbox.put(old_dropin, "[Service]\n")
+    record = {
+        "format": 1,
+        "artifacts": [
+            {"kind": "block", "id": "crypttab-block", "target": "/etc/crypttab", "purpose": "",
+             "marker_start": old_block.strip(), "marker_end": old_end.strip()},
+            {"kind": "file", "id": "guard-script", "target": "/usr/local/libexec/qubes-ephemeral/refuse-data",
+             "purpose": "", "mode": "0755"},
+            {"kind": "file", "id": "guard-scratch", "target": old_dropin, "purpose": "", "mode": "0644"},
+        ],
+        "activation": {"scratch": {"mapping": "/dev/mapper/ephemeral", "mount_unit": "var-lib-qubes\\x2dephemeral.mount",
+                                   "crypt_unit": "systemd-cryptsetup@ephemeral.service", "device": "/dev/x"}},
+    }  # fmt: skip
+    sandbox.put("/etc/qubes-ephemeral/applied.json", json.dumps(record))
+    status, states = sandbox.apply()
+    assert status == 0, failed(states)
+    crypttab = sandbox.read("/etc/crypttab")
+    assert crypttab is not None and old_block not in crypttab and crypttab.endswith(DOM0_CRYPTTAB)
+    assert not sandbox.exists("/usr/local/libexec/qubes-ephemeral/refuse-data")
+    assert not sandbox.exists(old_dropin), "the old drop-in goes; the scratch section's own takes its place"
+    assert sandbox.exists(old_dropin.replace("50-qubes-ephemeral.conf", "50-qubes-ephemeral-scratch.conf"))
+    assert json.loads(sandbox.read("/etc/qubes-ephemeral/applied.json") or "{}")["format"] == 2
+    status, clean = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(clean)
+    assert sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB and not sandbox.exists("/etc/qubes-ephemeral")

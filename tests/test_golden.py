@@ -19,6 +19,10 @@ CASES = {
     "pillar-example": PILLAR_EXAMPLE,
     "minimal": GOLDEN / "minimal" / "input.yaml",
     "rich": GOLDEN / "rich" / "input.yaml",
+    # Every section stands alone.
+    "swap-only": GOLDEN / "swap-only" / "input.yaml",
+    "qubes-only": GOLDEN / "qubes-only" / "input.yaml",
+    "traces-only": GOLDEN / "traces-only" / "input.yaml",
 }
 
 

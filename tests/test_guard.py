@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import PILLAR_EXAMPLE, require
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.render.artifacts import File
-from qubes_ephemeral.render.artifacts import guard_path
+from qubes_ephemeral.render.artifacts import File, guard_path
 from qubes_ephemeral.render.manifest import render
 
 

@@ -118,7 +118,10 @@ def plan(description: Description) -> dict[str, object] | None:
             # Already keyed at boot; and once it is the default, "default" must
             # not pick it up on the next apply.
             "default_excludes": [qubes.pool] if qubes.pool else [],
-            "after": [*check_ids, *([str(own_pool["id"])] if own_pool and isinstance(pools, tuple) and qubes.pool in pools else [])],
+            "after": [
+                *check_ids,
+                *([str(own_pool["id"])] if own_pool and isinstance(pools, tuple) and qubes.pool in pools else []),
+            ],
             "setting": {
                 "id": "pool-{pool}-ephemeral_volatile",
                 "what": "pool {pool} ephemeral_volatile",

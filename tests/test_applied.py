@@ -1,0 +1,98 @@
+"""The applied record: what an apply prunes and what a clean removes, per
+section, whatever the pillar and the record say (dom0/applied.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import PILLAR_EXAMPLE
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from qubes_ephemeral.api import describe
+from qubes_ephemeral.dom0 import applied
+from qubes_ephemeral.render.artifacts import SECTIONS, Manifest
+from qubes_ephemeral.render.manifest import render
+
+FULL = render(describe(PILLAR_EXAMPLE.read_bytes()))
+
+
+def record_of(manifest: Manifest, sections: list[str]) -> str | None:
+    text = None
+    for section in sections:
+        text = applied.recorded(text, section, manifest.applied_entry(section))
+    return text
+
+
+def test_a_fresh_apply_prunes_nothing_and_cleans_what_it_names() -> None:
+    data = FULL.as_dict()
+    for section in FULL.sections:
+        plan = applied.plan(data, None, section)
+        assert plan["wanted"] and not plan["recorded"] and plan["prune"] == []
+        assert [a["id"] for a in plan["remove"]] == [a.id for a in FULL.artifacts if a.section == section]
+
+
+def test_a_dropped_setting_is_pruned() -> None:
+    without_journal = render(
+        describe(PILLAR_EXAMPLE.read_bytes().replace(b"journald: unchanged", b"journald: volatile"))
+    )
+    record = record_of(without_journal, list(without_journal.sections))
+    plan = applied.plan(FULL.as_dict(), record, "traces")
+    assert [a["id"] for a in plan["prune"]] == ["journald-volatile"]
+    assert plan["reload_on_apply"] is True
+
+
+@settings(max_examples=60, deadline=None)
+@given(applied_sections=st.lists(st.sampled_from(FULL.sections), unique=True, min_size=1),
+       data=st.data())  # fmt: skip
+def test_cleaning_every_recorded_section_leaves_nothing_and_a_partial_clean_keeps_what_others_use(
+    applied_sections: list[str], data: st.DataObject
+) -> None:
+    record = record_of(FULL, applied_sections)
+    cleaning = data.draw(st.lists(st.sampled_from(applied_sections), unique=True, min_size=1))
+    removed = set()
+    for section in cleaning:
+        removed |= {a["target"] for a in applied.plan(FULL.as_dict(), record, section, cleaning)["remove"]}
+    kept_sections = [s for s in applied_sections if s not in cleaning]
+    still_recorded = {a.target for a in FULL.artifacts if a.section in kept_sections}
+    for artifact in FULL.artifacts:
+        if artifact.section in cleaning:
+            whole = artifact.kind not in ("block", "comment-out")
+            if whole and artifact.target in still_recorded:
+                assert artifact.target not in removed, f"{artifact.target} is still used"
+            else:
+                assert artifact.target in removed, f"{artifact.target} left behind"
+
+
+def test_the_record_round_trips_and_empties() -> None:
+    record = record_of(FULL, list(FULL.sections))
+    assert record is not None and set(applied.load(record)) == set(FULL.sections)
+    for section in FULL.sections:
+        record = applied.recorded(record, section, None)
+    assert record is None
+
+
+def test_a_format_1_record_is_the_legacy_section() -> None:
+    old = {
+        "format": 1,
+        "artifacts": [{"kind": "file", "id": "guard-script", "target": "/usr/local/libexec/qubes-ephemeral/refuse-data",
+                       "purpose": "", "mode": "0755"},
+                      {"kind": "file", "id": "unit-format", "target": "/etc/systemd/system/qubes-ephemeral-format.service",
+                       "purpose": "", "mode": "0644"}],
+        "activation": {"scratch": {"mapping": "/dev/mapper/ephemeral"}},
+    }  # fmt: skip
+    plan = applied.plan(FULL.as_dict(), json.dumps(old), "legacy")
+    # The format unit is still wanted (the scratch section writes it again); the old guard path is not.
+    assert [a["id"] for a in plan["prune"]] == ["guard-script"]
+    assert plan["prune"][0]["daemon_reload"] is False and plan["remove"][1]["daemon_reload"] is True
+    assert applied.plan(FULL.as_dict(), json.dumps(old), "scratch")["activation"] == FULL.activation["scratch"]
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"format": 9}', '{"format": 2, "sections": {"swap": 3}}'])
+def test_a_damaged_record_is_an_error_not_a_guess(text: str) -> None:
+    with pytest.raises(applied.RecordError):
+        applied.plan(FULL.as_dict(), text, "swap")
+
+
+def test_sections_are_applied_in_one_order() -> None:
+    assert FULL.sections == tuple(s for s in SECTIONS if s in FULL.sections)
