@@ -44,6 +44,8 @@ COW_PILLAR = (
 NO_SWAP_PILLAR = (
     PILLAR[: PILLAR.index("  # Optional: swap on a device")] + PILLAR[PILLAR.index("  # Optional: Qubes storage") :]
 )
+# Boot 4 applies and cleans a description with only a swap, switched on now.
+SWAP_ONLY_PILLAR = (ROOT / "tests/golden/swap-only/input.yaml").read_text() + "  activate: now\n"
 APPENDED_MARK = "qubes-ephemeral-test: appended init ran"
 
 
@@ -100,6 +102,7 @@ def scenario() -> Scenario:
         "pillar/ephemeral.sls": PILLAR,
         "cow-pillar.sls": COW_PILLAR,
         "no-swap-pillar.sls": NO_SWAP_PILLAR,
+        "swap-only-pillar.sls": SWAP_ONLY_PILLAR,
         "qubesd_standin": ROOT / "tests" / "qubesd_standin",
         # Two dom0-provided VM kernels, their initramfs shaped like Qubes' (see test_vm_initramfs.py).
         "kernels/6.6.1/initramfs": make_initramfs(),

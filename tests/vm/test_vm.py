@@ -263,6 +263,25 @@ def test_activate_now_needs_no_reboot(scenario) -> None:
     assert [s["device"] for s in facts["swaps"]] == ["ephemeral-swap"]
 
 
+def test_a_swap_only_description_applies_now_and_cleans_alone(scenario) -> None:
+    boot = scenario.boots["4-after-clean"]
+    assert failures(boot.json("swap-only-apply.json")["local"]) == []
+    facts = boot.json("swap-only.json")
+    assert [s["device"] for s in facts["swaps"]] == ["ephemeral-swap"], "the keyed swap replaced dom0's, now"
+    assert facts["crypt"]["ephemeral-swap"] is not None and facts["crypt"]["ephemeral"] is None, "no scratch asked for"
+    assert facts["mount"] is None
+    crypttab = (boot.out / "crypttab.swap-only").read_text()
+    assert "ephemeral-swap /dev/mapper/qubes_dom0-swap /dev/urandom plain," in crypttab
+    assert "\nephemeral " not in crypttab
+    assert failures(boot.json("swap-only-clean.json")["local"]) == []
+    cleaned = boot.json("swap-only-cleaned.json")
+    assert cleaned["swaps"] == [] and cleaned["crypt"]["ephemeral-swap"] is None
+    first = scenario.boots["1-provision-apply"].out
+    assert (boot.out / "fstab.swap-only-cleaned").read_bytes() == (first / "fstab.pristine").read_bytes()
+    assert (boot.out / "crypttab.swap-only-cleaned").read_bytes() == (first / "crypttab.pristine").read_bytes()
+    assert (boot.out / "swap-only-leftovers").read_text() == "", "nothing of ours is left"
+
+
 def test_a_volume_holding_data_is_not_keyed_at_boot(scenario) -> None:
     boot = scenario.boots["5-volume-holds-data"]
     facts = boot.json("data-volume.json")

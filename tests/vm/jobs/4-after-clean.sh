@@ -9,6 +9,17 @@ qvm-features default-dvm >"$OUT/qubes-features"
 test -e /etc/qubes-ephemeral && echo present >"$OUT/qubes-record" || echo absent >"$OUT/qubes-record"
 # dom0's own swap is back: the audit reports it as a gap again (a description without swap:).
 audit audit-swap-gap no-swap-pillar.sls
+# A description with only swap: applied with activate: now, then cleaned, all without a reboot.
+cp swap-only-pillar.sls /srv/pillar/ephemeral.sls
+salt_apply ephemeral swap-only-apply.json
+facts swap-only
+cp /etc/crypttab "$OUT/crypttab.swap-only"
+salt_apply ephemeral.clean swap-only-clean.json
+facts swap-only-cleaned
+cp /etc/fstab "$OUT/fstab.swap-only-cleaned"
+cp /etc/crypttab "$OUT/crypttab.swap-only-cleaned"
+{ ls -A /etc/systemd/system | grep qubes-ephemeral; ls -A /usr/local/libexec/qubes-ephemeral 2>/dev/null; } >"$OUT/swap-only-leftovers" || true
+swapon /dev/mapper/qubes_dom0-swap  # dom0's own swap again, as after the reboot
 cp pillar/ephemeral.sls /srv/pillar/ephemeral.sls  # the pillar of boot 1 (boot 2 switched to cow-pillar.sls)
 sed -i 's/^  activate: boot/  activate: now/' /srv/pillar/ephemeral.sls
 salt_apply ephemeral activate-now.json
