@@ -189,6 +189,9 @@ QUBES = Section(
     ),
 )
 
+# dom0's log directories that name qubes (the audit reports them as gaps without traces:).
+TRACES_PATHS_DEFAULT = ("/var/log/qubes", "/var/log/libvirt/libxl", "/var/log/xen/console")
+
 TRACES = Section(
     "traces",
     False,
@@ -198,7 +201,7 @@ TRACES = Section(
         Setting(
             "paths",
             "list of directories under /var/log",
-            ("/var/log/qubes", "/var/log/libvirt/libxl", "/var/log/xen/console"),
+            TRACES_PATHS_DEFAULT,
             "Log directories bind-mounted from the scratch filesystem at every boot.",
             values.trace_paths,
         ),

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
+from qubes_ephemeral.description import schema
 from qubes_ephemeral.description.model import Crypt, Description, Scratch
 from qubes_ephemeral.dom0 import diff, parsers
 from qubes_ephemeral.dom0.probe import NOT_FOUND, Host, Output
@@ -395,7 +396,7 @@ class Audit:
         traces = self.description.traces
         scratch = self.description.scratch
         if traces is None:
-            for path in ("/var/log/qubes", "/var/log/libvirt/libxl", "/var/log/xen/console"):
+            for path in schema.TRACES_PATHS_DEFAULT:
                 if self.host.is_dir(path) and self._mounted_on(path) is None:
                     yield Finding("traces", path, "gap", 1, "on the persistent disk: logs name every qube", False)
             return

@@ -44,6 +44,9 @@ KERNELS_DIR = Path("/var/lib/qubes/vm-kernels")
 DEFAULT_HOOK = Path("/usr/local/share/qubes-ephemeral/private-cow.sh")
 MARKER_NAME = "qubes-ephemeral-patch.json"
 HOOK_NAME = "qubes-ephemeral-private-cow.sh"
+# The dom0 units that run this tool: at every boot, and when a VM kernel is installed.
+SERVICE_UNIT = "qubes-ephemeral-vm-kernels.service"
+PATH_UNIT = "qubes-ephemeral-vm-kernels.path"
 PATCH_ID = "dispvm_private_cow"
 PATCH_VERSION = 1
 # The line of Qubes' VM /init (qubes-linux-utils dracut/simple/init.sh, the

@@ -267,7 +267,7 @@ class EphemeralDisposables(qubes.ext.Extension):
             return None
         return (
             f"qubes-ephemeral: the initramfs of VM kernel {kernel} lacks the /rw copy-on-write ({state}); "
-            "in dom0 run: systemctl start qubes-ephemeral-vm-kernels.service"
+            f"in dom0 run: systemctl start {vm_initramfs.SERVICE_UNIT}"
         )
 
     def _kernels_dir(self) -> Path:

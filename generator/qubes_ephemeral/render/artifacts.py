@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from qubes_ephemeral import __version__
+from qubes_ephemeral.payload import vm_initramfs
 from qubes_ephemeral.qubesd.feature import FEATURE, PRIVATE_FEATURE
 
 # The sections of a description, in the order they are applied (clean
@@ -48,7 +49,7 @@ APPLIED_RECORD = "/etc/qubes-ephemeral/applied.json"
 # What clean needs to undo patches.dispvm_private_cow even when the pillar no
 # longer asks for it: the tool that reverts VM kernels' initramfs, its path unit.
 VM_INITRAMFS_TOOL = f"{LIBEXEC}/vm-initramfs"
-VM_KERNELS_PATH_UNIT = "qubes-ephemeral-vm-kernels.path"
+VM_KERNELS_PATH_UNIT = vm_initramfs.PATH_UNIT
 # Prefix of a persistent swap line that the description took over.
 REPLACED_PREFIX = "#qubes-ephemeral-replaced# "
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from qubes_ephemeral.description.model import Description
+from qubes_ephemeral.payload import vm_initramfs
 from qubes_ephemeral.payload.vm_initramfs import DEFAULT_HOOK, KERNELS_DIR
 from qubes_ephemeral.render.artifacts import UNIT_DIR, VM_INITRAMFS_TOOL, VM_KERNELS_PATH_UNIT, Artifact, File, Symlink
 from qubes_ephemeral.render.templating import render_template
 
 TOOL = VM_INITRAMFS_TOOL
-SERVICE = "qubes-ephemeral-vm-kernels.service"
+SERVICE = vm_initramfs.SERVICE_UNIT
 PATH_UNIT = VM_KERNELS_PATH_UNIT
 SECTION = "patches"
 PAYLOAD = Path(__file__).parent.parent / "payload"

@@ -18,7 +18,9 @@ salt_apply ephemeral.clean swap-only-clean.json
 facts swap-only-cleaned
 cp /etc/fstab "$OUT/fstab.swap-only-cleaned"
 cp /etc/crypttab "$OUT/crypttab.swap-only-cleaned"
-{ ls -A /etc/systemd/system | grep qubes-ephemeral; ls -A /usr/local/libexec/qubes-ephemeral 2>/dev/null; } >"$OUT/swap-only-leftovers" || true
+for left in /etc/systemd/system/*qubes-ephemeral* /etc/systemd/system/*/*qubes-ephemeral* /usr/local/libexec/qubes-ephemeral/*; do
+    if [ -e "$left" ]; then echo "$left"; fi
+done >"$OUT/swap-only-leftovers"
 swapon /dev/mapper/qubes_dom0-swap  # dom0's own swap again, as after the reboot
 cp pillar/ephemeral.sls /srv/pillar/ephemeral.sls  # the pillar of boot 1 (boot 2 switched to cow-pillar.sls)
 sed -i 's/^  activate: boot/  activate: now/' /srv/pillar/ephemeral.sls
