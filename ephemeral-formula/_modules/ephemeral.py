@@ -69,7 +69,7 @@ def manifest(description=None, saltenv="base"):
         raise CommandExecutionError("the ephemeral pillar is not set: see pillar.example")
     try:
         result = generator.api.manifest_for_pillar(description)
-    except generator.problems.DescriptionError as error:
+    except generator.description.problems.DescriptionError as error:
         raise CommandExecutionError(
             "invalid ephemeral pillar, nothing was changed:\n" + "\n".join(p.format() for p in error.problems)
         )
@@ -90,5 +90,5 @@ def qubesd_extension(stamp, saltenv="base"):
     import qubes_ephemeral.dom0.probe
     import qubes_ephemeral.qubesd.feature as feature
 
-    loaded, detail = feature.loaded_by_running_qubesd(qubes_ephemeral.probe.Host().read, stamp)
+    loaded, detail = feature.loaded_by_running_qubesd(qubes_ephemeral.dom0.probe.Host().read, stamp)
     return {"loaded": loaded, "detail": detail}
