@@ -1,18 +1,23 @@
 """One reading of the Qubes admin commands for the formula and the audit.
 
 dom0/parsers.py parses what qvm-pool, qvm-features, qubes-prefs and qvm-ls
-print, for the formula's state module and the audit. Here: the parsers, on
-upstream's output shapes and on generated ones.
-"""
+print. Here: the parsers, on upstream's output shapes and on generated ones,
+and the audit reading the settings of the manifest's Qubes plan
+(render/qubes_plan.py) with their own read commands."""
 
 from __future__ import annotations
 
 import string
 
+from conftest import PILLAR_EXAMPLE
 from hypothesis import given
 from hypothesis import strategies as st
-from qubes_ephemeral.dom0 import parsers
+from qubes_ephemeral.api import describe
+from qubes_ephemeral.dom0 import audit, parsers
 from qubes_ephemeral.render.artifacts import DISPOSABLES_CLEANUP
+from qubes_ephemeral.render.manifest import render
+from qubes_ephemeral.render.qubes_plan import DEFAULT_POOL_PREFS
+from test_audit import host_with
 
 TOKEN = st.text(alphabet=string.ascii_letters + string.digits + "-_.:", min_size=1, max_size=12)
 VALUE = st.text(alphabet=string.ascii_letters + string.digits + '-_./[]",= ', max_size=20).map(str.strip)
@@ -92,3 +97,64 @@ def test_disposables_follows_the_fields_asked_for() -> None:
     argv = ["qvm-ls", "--raw-data", "--fields", "TEMPLATE,NAME,STATE,CLASS"]
     assert parsers.disposables("default-dvm|sys-net|Running|DispVM\nfedora-41|work|Halted|AppVM\nshort|row\n",
                                argv) == [("sys-net", "default-dvm")]  # fmt: skip
+
+
+# --- the audit reads the plan's settings as the formula's state does ---
+
+COW_OWN_POOL = describe(
+    PILLAR_EXAMPLE.read_bytes()
+    .replace(b"    pool: null", b"    pool: ephemeral")
+    .replace(b"default_pool_volatile: false", b"default_pool_volatile: true")
+    .replace(b"default-dvm: {private: persistent}", b"default-dvm: {private: cow}")
+    .replace(b"dispvm_private_cow: false", b"dispvm_private_cow: true")
+)
+OWN_DIR = "/var/lib/qubes-ephemeral/pools/ephemeral"
+
+
+def qubes_findings(**runs: tuple[int, str, str]) -> dict[str, audit.Finding]:
+    base = {
+        "qubes-prefs|--|default_pool": (0, "vm-pool\n", ""),
+        "qubes-prefs|--|default_pool_volatile": (0, "ephemeral\n", ""),
+        "qvm-pool|info|vm-pool": (0, POOL_INFO.replace("False", "True"), ""),
+        "qvm-features|--|default-dvm|qubes-ephemeral": (0, "1\n", ""),
+        "qvm-features|--|default-dvm|qubes-ephemeral-private": (0, "cow\n", ""),
+        "qvm-prefs|--|default-dvm|kernel": (0, "6.6.48-1.qubes.fc37.x86_64\n", ""),
+        "qvm-ls|--raw-data|--fields|NAME,CLASS,TEMPLATE": (0, "default-dvm|AppVM|fedora-41\n", ""),
+        "qvm-pool|info|ephemeral": (0, f"name  ephemeral\ndir_path  {OWN_DIR}\ndriver  file\n", ""),
+        "qubes-prefs": (0, PREFS_LISTING, ""),
+        **runs,
+    }
+    checker = audit.Audit(host_with(**base), COW_OWN_POOL, render(COW_OWN_POOL))
+    return {f.item: f for f in checker.qubes()}
+
+
+def test_the_audit_reads_the_plan_s_settings() -> None:
+    found = qubes_findings()
+    assert {item: f.status for item, f in found.items()} == {
+        "pool vm-pool: volatile volumes keyed per start": "ok",  # our own pool is not a "default" one
+        "default-dvm: feature qubes-ephemeral": "ok",
+        "default-dvm: feature qubes-ephemeral-private": "ok",
+        "default-dvm: the kernel its disposables boot carries the /rw copy-on-write": "ok",
+        "qubesd extension loaded": "missing",  # no stamp in this recording
+        "disposables: nothing left behind by the extension or an earlier pillar": "ok",
+        "pool ephemeral on the scratch filesystem": "ok",
+        "qubes-prefs default_pool_volatile": "ok",
+    }
+    assert DEFAULT_POOL_PREFS[0] == "default_pool", "the audit's dom0 probe"
+
+
+def test_the_audit_tells_unset_from_unreadable() -> None:
+    found = qubes_findings(**{
+        "qvm-features|--|default-dvm|qubes-ephemeral-private": (1, "", ""),
+        "qvm-features|--|default-dvm|qubes-ephemeral": (1, "", "qvm-features: error: Got empty response from qubesd\n"),
+        "qubes-prefs": (0, PREFS_LISTING.replace("-  ephemeral", "D  vm-pool"), ""),
+        "qvm-pool|info|ephemeral": (2, "", "qvm-pool: error: No such pools: ['ephemeral']\n"),
+    })  # fmt: skip
+    private = found["default-dvm: feature qubes-ephemeral-private"]
+    assert (private.status, private.detail) == ("missing", "not set")
+    mark = found["default-dvm: feature qubes-ephemeral"]
+    assert mark.status == "unknown" and mark.detail.startswith("qvm-features failed: qvm-features: error")
+    default = found["qubes-prefs default_pool_volatile"]
+    assert (default.status, default.detail) == ("missing", "not set"), "at its default, even if that were our pool"
+    pool = found["pool ephemeral on the scratch filesystem"]
+    assert (pool.status, pool.detail) == ("missing", "no such pool (apply again after the reboot)")
