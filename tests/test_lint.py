@@ -17,12 +17,16 @@ def run(*command: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# The Python of the project: the generator, the formula's Salt modules, the tests and tools.
+PYTHON = ("generator", "ephemeral-formula/_modules", "ephemeral-formula/_states", "tests", "bench", "packaging")
+
+
 def test_ruff_check() -> None:
-    run(sys.executable, "-m", "ruff", "check", "generator", "tests", "bench", "packaging")
+    run(sys.executable, "-m", "ruff", "check", *PYTHON)
 
 
 def test_ruff_format() -> None:
-    run(sys.executable, "-m", "ruff", "format", "--check", "generator", "tests", "bench", "packaging")
+    run(sys.executable, "-m", "ruff", "format", "--check", *PYTHON)
 
 
 def test_mypy_strict() -> None:

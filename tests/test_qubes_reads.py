@@ -1,9 +1,11 @@
 """One reading of the Qubes admin commands for the formula and the audit.
 
 dom0/parsers.py parses what qvm-pool, qvm-features, qubes-prefs and qvm-ls
-print. Here: the parsers, on upstream's output shapes and on generated ones,
-and the audit reading the settings of the manifest's Qubes plan
-(render/qubes_plan.py) with their own read commands."""
+print; the formula's state module (tests/test_salt_modules.py) and the
+audit both use it, with the read commands of the manifest's Qubes plan
+(render/qubes_plan.py). Here: the parsers, on upstream's output shapes and
+on generated ones, and the audit reading the plan's settings.
+"""
 
 from __future__ import annotations
 
