@@ -214,6 +214,16 @@ PREFS = {  # render/qubes_plan.py: default_pool_volatile, read from the listing
     "set": ["qubes-prefs", "--", "default_pool_volatile", "{value}"],
     "unset": ["qubes-prefs", "--default", "--", "default_pool_volatile"],
 }
+POOL_SETTING = {  # render/qubes_plan.py: plan()["pools"]["setting"]
+    "id": "pool-{pool}-ephemeral_volatile",
+    "what": "pool {pool} ephemeral_volatile",
+    "get": ["qvm-pool", "info", "{pool}"],
+    "key": "ephemeral_volatile",
+    "set": ["qvm-pool", "set", "{pool}", "-o", "ephemeral_volatile={value}"],
+    "value": "True",
+}
+
+
 # --- the modules as Salt's loader sees them ---
 
 
@@ -228,7 +238,7 @@ def public_functions(module: types.ModuleType) -> set[str]:
 
 def test_each_module_exposes_its_functions_and_no_helper(qubes: FakeQubes) -> None:
     assert public_functions(state_module(qubes)) == {
-        "required", "set_", "extension_loaded", "pool_present",
+        "required", "set_", "pools_ephemeral_volatile", "extension_loaded", "pool_present",
         "disposables_unmarked", "restored",
     }  # fmt: skip
     assert state_module(qubes).__func_alias__ == {"set_": "set"}
@@ -490,6 +500,84 @@ def test_restored_keeps_the_record_and_gives_the_hint_when_it_fails(qubes: FakeQ
     ret = state_module(qubes).restored("pool ephemeral", str(record))
     assert ret["result"] is False and ret["comment"].endswith("pool in use; remove its qubes")
     assert "pool ephemeral" in recorded(record), "kept, so that clean can run again"
+
+
+# --- pools_ephemeral_volatile ---
+
+
+def pools_state(module: types.ModuleType, record: Path, names: list[str] | None, **overrides: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "default_from_prefs": [["qubes-prefs", "--", "default_pool"], ["qubes-prefs", "--", "default_pool_volatile"]]
+        if names is None
+        else [],
+        "default_excludes": [],
+        "setting": POOL_SETTING,
+        "record": str(record),
+        **overrides,
+    }
+    return module.pools_ephemeral_volatile("pools ephemeral_volatile", names, **arguments)
+
+
+def test_pools_listed_are_set_and_recorded_as_before(qubes: FakeQubes, record: Path) -> None:
+    module = state_module(qubes)
+    ret = pools_state(module, record, ["varlibqubes", "vm-pool", "varlibqubes"])
+    assert ret["result"] is True
+    assert ret["changes"] == {
+        "varlibqubes": {"old": "False", "new": "True"},
+        "vm-pool": {"old": "False", "new": "True"},
+    }
+    assert qubes.changes() == [["qvm-pool", "set", "varlibqubes", "-o", "ephemeral_volatile=True"],
+                               ["qvm-pool", "set", "vm-pool", "-o", "ephemeral_volatile=True"]]  # fmt: skip
+    # The record keys of the sls states it replaces: clean restores them one by one, as before.
+    assert set(recorded(record)) == {"pool varlibqubes ephemeral_volatile", "pool vm-pool ephemeral_volatile"}
+    again = pools_state(module, record, ["varlibqubes", "vm-pool"])
+    assert again["result"] is True and again["changes"] == {} and len(qubes.changes()) == 2
+    module.restored("pool vm-pool ephemeral_volatile", str(record))
+    assert qubes.pools["vm-pool"]["ephemeral_volatile"] == "False"
+
+
+def test_default_pools_are_read_when_the_state_runs(qubes: FakeQubes, record: Path) -> None:
+    qubes.prefs.update(default_pool="vm-pool", default_pool_volatile="ephemeral")
+    qubes.pools["ephemeral"] = {"driver": "file", "dir_path": "/var/lib/qubes-ephemeral/pools/ephemeral"}
+    ret = pools_state(state_module(qubes), record, None, default_excludes=["ephemeral"])
+    assert ret["result"] is True and list(ret["changes"]) == ["vm-pool"], "our own pool is excluded"
+    assert qubes.calls[:2] == [["qubes-prefs", "--", "default_pool"], ["qubes-prefs", "--", "default_pool_volatile"]]
+    assert "ephemeral_volatile" not in qubes.pools["ephemeral"]
+
+
+def test_default_pools_once_each_and_none_when_empty(qubes: FakeQubes, record: Path) -> None:
+    module = state_module(qubes)
+    ret = pools_state(module, record, None)
+    assert list(ret["changes"]) == ["vm-pool"] and qubes.changes() == [
+        ["qvm-pool", "set", "vm-pool", "-o", "ephemeral_volatile=True"]
+    ]
+    qubes.prefs_defaults.update(default_pool="", default_pool_volatile="")
+    empty = pools_state(module, record, None)
+    assert empty["result"] is True and empty["changes"] == {} and empty["comment"] == "no pool to set"
+
+
+def test_pools_in_test_mode_change_nothing(qubes: FakeQubes, record: Path) -> None:
+    ret = pools_state(state_module(qubes, test=True), record, None)
+    assert ret["result"] is None and ret["changes"] == {"vm-pool": {"old": "False", "new": "True"}}
+    assert qubes.changes() == [] and not record.exists()
+
+
+def test_one_pool_failing_fails_the_state_and_the_others_are_still_set(qubes: FakeQubes, record: Path) -> None:
+    ret = pools_state(state_module(qubes), record, ["nosuchpool", "varlibqubes"])
+    assert ret["result"] is False
+    assert ret["changes"] == {"varlibqubes": {"old": "False", "new": "True"}}
+    assert (
+        "No such pools: ['nosuchpool']" in ret["comment"]
+        and "varlibqubes ephemeral_volatile set to True" in (ret["comment"])
+    )
+    assert qubes.pools["varlibqubes"]["ephemeral_volatile"] == "True"
+
+
+def test_pools_fail_when_the_defaults_cannot_be_read(qubes: FakeQubes, record: Path) -> None:
+    qubes.script(["qubes-prefs", "--", "default_pool"], (1, "", "qubes-prefs: error: Got empty response"))
+    ret = pools_state(state_module(qubes), record, None)
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"].startswith("the default pools could not be read: qubes-prefs -- default_pool failed")
 
 
 # --- pool_present ---

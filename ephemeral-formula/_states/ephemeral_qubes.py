@@ -31,6 +31,9 @@ __opts__: dict[str, Any] = {}
 __virtualname__ = "ephemeral_qubes"
 __func_alias__ = {"set_": "set"}
 
+# What ``ephemeral_volatile`` means when ``qvm-pool info`` prints no line for it.
+POOL_DEFAULT = "False"
+
 
 class _Return(TypedDict):
     """A state's return, as Salt wants it."""
@@ -207,6 +210,76 @@ def set_(
     except RuntimeError as error:
         return _fail(ret, str(error))
     ret["comment"] = f"{name} set to {value}"
+    return ret
+
+
+def _for_pool(setting: Mapping[str, Any], pool: str) -> dict[str, Any]:
+    """``setting`` with "{pool}" filled in, in its strings and argv lists."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{pool}", pool)
+        if isinstance(value, list):
+            return [fill(item) for item in value]
+        return value
+
+    return {key: fill(value) for key, value in setting.items()}
+
+
+def pools_ephemeral_volatile(
+    name: str,
+    names: list[str] | None,
+    default_from_prefs: list[list[str]],
+    default_excludes: list[str],
+    setting: Mapping[str, Any],
+    record: str,
+) -> _Return:
+    """Each pool's volatile volumes keyed per start (the manifest's ``pools``).
+
+    The pools: ``names``, or when it is None, what each ``default_from_prefs``
+    command prints (the installation's default pools, read when the state
+    runs), without ``default_excludes``, once each, empty values skipped.
+    Each pool is set as ``set`` does with ``setting`` (its "{pool}" filled in)
+    and ``default`` "False", recorded under the setting's ``what``, so that
+    clean restores it as any other. One pool failing fails the state; the
+    others are still set and reported. ``changes``: pool -> old and new.
+    """
+    from qubes_ephemeral.dom0 import parsers
+
+    ret = _ret(name)
+    if names is not None:
+        pools = list(dict.fromkeys(names))
+    else:
+        try:
+            pools = parsers.default_pools([_run(argv) or "" for argv in default_from_prefs], default_excludes)
+        except RuntimeError as error:
+            return _fail(ret, f"the default pools could not be read: {error}")
+    if not pools:
+        ret["comment"] = "no pool to set"
+        return ret
+    comments = []
+    for pool in pools:
+        filled = _for_pool(setting, pool)
+        one = set_(
+            filled["what"],
+            get=filled["get"],
+            set=filled["set"],
+            value=filled["value"],
+            record=record,
+            key=filled.get("key"),
+            default=POOL_DEFAULT,
+            unset=filled.get("unset"),
+            missing_exit=filled.get("missing_exit"),
+            listing=filled.get("listing", False),
+        )
+        comments.append(one["comment"])
+        if one["changes"]:
+            ret["changes"][pool] = one["changes"]
+        if one["result"] is False:
+            ret["result"] = False
+        elif one["result"] is None and ret["result"] is not False:
+            ret["result"] = None
+    ret["comment"] = "\n".join(comments)
     return ret
 
 
