@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,16 @@ def run(*command: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# The Python of the project: the generator, the formula's Salt modules, the tests and tools.
+PYTHON = ("generator", "ephemeral-formula/_modules", "ephemeral-formula/_states", "tests", "bench", "packaging")
+
+
 def test_ruff_check() -> None:
-    run(sys.executable, "-m", "ruff", "check", "generator", "tests", "bench", "packaging")
+    run(sys.executable, "-m", "ruff", "check", *PYTHON)
 
 
 def test_ruff_format() -> None:
-    run(sys.executable, "-m", "ruff", "format", "--check", "generator", "tests", "bench", "packaging")
+    run(sys.executable, "-m", "ruff", "format", "--check", *PYTHON)
 
 
 def test_mypy_strict() -> None:
@@ -32,6 +37,26 @@ def test_mypy_strict() -> None:
 def test_yamllint_pillar_example() -> None:
     run(sys.executable, "-m", "yamllint", "--strict", "-d", "{extends: default, rules: {line-length: {max: 120}, document-start: disable}}",
         "pillar.example")  # fmt: skip
+
+
+# What salt-lint found on the formula's sls files before their rewrite (issue 15), as
+# (rule, file): lines over 160 characters (rule 204). The rewrite clears them; then
+# this set must shrink with them (the test fails on a finding not listed, and on one
+# listed that is gone). No rule is disabled: none is at odds with Jinja-heavy sls.
+SALT_LINT_KNOWN: set[tuple[str, str]] = set()
+
+
+def test_salt_lint() -> None:
+    sls = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "ephemeral-formula").rglob("*.sls"))
+    assert "ephemeral-formula/ephemeral/init.sls" in sls
+    result = subprocess.run([sys.executable, "-m", "saltlint", "--json", "--nocolor", *sls],
+                            cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode in (0, 2) and not result.stderr, result.stdout + result.stderr
+    found = json.loads(result.stdout or "[]")
+    report = "\n".join(f"{f['filename']}:{f['linenumber']}: [{f['id']}] {f['message']}" for f in found)
+    assert {(f["id"], f["filename"]) for f in found} - SALT_LINT_KNOWN == set(), report
+    gone = SALT_LINT_KNOWN - {(f["id"], f["filename"]) for f in found}
+    assert not gone, f"fixed: take {sorted(gone)} out of SALT_LINT_KNOWN"
 
 
 def test_shellcheck(tmp_path: Path) -> None:

@@ -4,45 +4,69 @@ The formula renders no artifact itself: it asks the generator for the
 manifest of the ``ephemeral`` pillar and applies each artifact. dom0 has no
 network and no pip, so the generator comes with the formula (the package in
 ``ephemeral/lib`` of the formula's file root) or from the installed RPM.
+Without either, the module is not loaded (``__virtual__`` says why).
 """
+
+from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from salt.exceptions import CommandExecutionError
 
+# Salt's loader replaces these when it loads the module: the placeholders give their types.
+__salt__: Mapping[str, Callable[..., Any]] = {}
+__opts__: dict[str, Any] = {}
+__pillar__: Mapping[str, Any] = {}
+__context__: dict[str, Any] = {}
+
 __virtualname__ = "ephemeral"
 
+PACKAGE = "qubes_ephemeral"
 
-def __virtual__():
+
+def __virtual__() -> str | tuple[bool, str]:
+    """Loaded only where the generator can be imported: bundled in the formula
+    (any saltenv of ``file_roots``, ``base`` first) or installed."""
+    try:
+        _generator(None)
+    except CommandExecutionError as error:
+        return False, str(error)
     return __virtualname__
 
 
-def _bundled_lib(saltenv):
-    for root in __opts__.get("file_roots", {}).get(saltenv, []):
-        candidate = os.path.join(root, "ephemeral", "lib")
-        if os.path.isfile(os.path.join(candidate, "qubes_ephemeral", "__init__.py")):
-            return candidate
+def _bundled_lib(saltenv: str | None) -> str | None:
+    """The formula's ``ephemeral/lib`` holding the generator, in ``saltenv``'s
+    file roots (None: in any saltenv, ``base`` first)."""
+    roots: Mapping[str, list[str]] = __opts__.get("file_roots") or {}
+    envs = [saltenv] if saltenv is not None else sorted(roots, key=lambda env: env != "base")
+    for env in envs:
+        for root in roots.get(env, []):
+            candidate = os.path.join(root, "ephemeral", "lib")
+            if os.path.isfile(os.path.join(candidate, PACKAGE, "__init__.py")):
+                return candidate
     return None
 
 
-def _generator(saltenv="base"):
+def _generator(saltenv: str | None = "base") -> str:
+    """Make the generator importable; the folder it is imported from."""
     # The copy shipped with the formula wins, so formula and generator match.
     lib = _bundled_lib(saltenv)
     if lib and lib not in sys.path:
         sys.path.insert(0, lib)
     try:
-        import qubes_ephemeral.api
-        import qubes_ephemeral.description.problems
+        import qubes_ephemeral.api  # what the manifest needs, and all it imports
     except ImportError as error:
         raise CommandExecutionError(
             "the qubes-ephemeral generator was not found: install the qubes-ephemeral package or keep "
             f"ephemeral/lib/qubes_ephemeral next to the formula ({error})"
-        )
-    return qubes_ephemeral
+        ) from error
+    return os.path.dirname(os.path.dirname(os.path.abspath(qubes_ephemeral.__file__)))
 
 
-def _sync_once(saltenv):
+def _sync_once(saltenv: str) -> None:
     # state.apply alone does not sync a formula's _modules and _states; do it
     # once per run (a no-op when they are current), before any state runs.
     if not __context__.get("ephemeral.synced"):
@@ -51,64 +75,78 @@ def _sync_once(saltenv):
         __context__["ephemeral.synced"] = True
 
 
-def manifest(description=None, saltenv="base"):
+def generator(saltenv: str = "base") -> str:
+    """The folder the formula's generator is imported from: the formula's
+    ``ephemeral/lib`` or the installed package's. From then on the
+    ``ephemeral_qubes`` states import its parsers (qubes_ephemeral.dom0.parsers).
+
+    CLI Example: ``salt-call ephemeral.generator``
+    """
+    return _generator(saltenv)
+
+
+def manifest(description: object = None, saltenv: str = "base") -> dict[str, object]:
     """The manifest for ``description`` (default: the ``ephemeral`` pillar).
 
     Raises a clear error listing every problem when the pillar is invalid,
     so the whole state run stops before anything is changed. The pillar's
     manifest is made once per run, however many sls files ask for it.
+
+    CLI Example: ``salt-call ephemeral.manifest``
     """
     _sync_once(saltenv)
-    if description is None and "ephemeral.manifest" in __context__:
-        return __context__["ephemeral.manifest"]
-    generator = _generator(saltenv)
     from_pillar = description is None
+    if from_pillar and "ephemeral.manifest" in __context__:
+        cached: dict[str, object] = __context__["ephemeral.manifest"]
+        return cached
+    _generator(saltenv)
+    from qubes_ephemeral.api import manifest_for_pillar
+    from qubes_ephemeral.description.problems import DescriptionError
+
     if from_pillar:
         description = __pillar__.get("ephemeral")
     if description is None:
         raise CommandExecutionError("the ephemeral pillar is not set: see pillar.example")
     try:
-        result = generator.api.manifest_for_pillar(description)
-    except generator.description.problems.DescriptionError as error:
+        result = manifest_for_pillar(description)
+    except DescriptionError as error:
         raise CommandExecutionError(
             "invalid ephemeral pillar, nothing was changed:\n" + "\n".join(p.format() for p in error.problems)
-        )
+        ) from error
     if from_pillar:
         __context__["ephemeral.manifest"] = result
     return result
 
 
-def version(saltenv="base"):
-    return _generator(saltenv).__version__
+def version(saltenv: str = "base") -> str:
+    """The generator's version. CLI Example: ``salt-call ephemeral.version``"""
+    _generator(saltenv)
+    from qubes_ephemeral import __version__
+
+    return __version__
 
 
-def qubesd_extension(stamp, saltenv="base"):
+def qubesd_extension(stamp: str, saltenv: str = "base") -> dict[str, object]:
     """Whether the running qubesd loaded the qubesd extension: ``{"loaded":
     True, False or None (cannot tell), "detail": why}``, from ``stamp`` (the
     file the extension writes, with qubesd's PID) and /proc."""
     _generator(saltenv)
-    import qubes_ephemeral.dom0.probe
-    import qubes_ephemeral.qubesd.feature as feature
+    from qubes_ephemeral.dom0.probe import Host
+    from qubes_ephemeral.qubesd.feature import loaded_by_running_qubesd
 
-    loaded, detail = feature.loaded_by_running_qubesd(qubes_ephemeral.dom0.probe.Host().read, stamp)
+    loaded, detail = loaded_by_running_qubesd(Host().read, stamp)
     return {"loaded": loaded, "detail": detail}
 
 
-def generator_path(saltenv="base"):
-    """Put the generator on sys.path (for the formula's state modules)."""
-    _generator(saltenv)
-    return True
-
-
-def section(name, cleaning=None, saltenv="base"):
-    """What the formula does for section ``name`` of the pillar now and the
-    applied record (qubes_ephemeral.dom0.applied.plan). ``cleaning``: the
-    sections the same run cleans."""
+def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base") -> dict[str, object]:
+    """What the formula does for section ``name``, from the pillar's manifest
+    and the applied record (qubes_ephemeral.dom0.applied.plan). ``cleaning``:
+    every section the same run cleans."""
     plan = manifest(saltenv=saltenv)
     _generator(saltenv)
-    import qubes_ephemeral.dom0.applied as applied  # noqa: PLC0415
+    from qubes_ephemeral.dom0 import applied
 
-    record = plan["applied_record"]
+    record = str(plan["applied_record"])
     text = None
     if os.path.exists(record):
         with open(record, encoding="utf-8", errors="surrogateescape") as handle:
@@ -116,4 +154,4 @@ def section(name, cleaning=None, saltenv="base"):
     try:
         return applied.plan(plan, text, name, cleaning or ())
     except applied.RecordError as error:
-        raise CommandExecutionError(f"{record}: {error}")
+        raise CommandExecutionError(f"{record}: {error}") from error

@@ -11,15 +11,16 @@ mode and owner kept; a symlink is followed, never replaced by a file.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
-if TYPE_CHECKING:  # the Salt loader injects these
-    __opts__: dict[str, Any]
-    __salt__: dict[str, Callable[..., Any]]
+# Salt's loader replaces these when it loads the module: the placeholders give their types.
+__salt__: Mapping[str, Callable[..., Any]] = {}
+__opts__: dict[str, Any] = {}
 
 __virtualname__ = "ephemeral_files"
 
@@ -28,7 +29,7 @@ Ret = dict[str, Any]
 
 def __virtual__() -> str | tuple[bool, str]:
     # The edits are the generator's: it comes through the ephemeral module.
-    if "ephemeral.generator_path" not in __salt__:
+    if "ephemeral.generator" not in __salt__:
         return False, "the ephemeral execution module is not loaded (saltutil.sync_modules)"
     return __virtualname__
 
@@ -37,12 +38,12 @@ def _ret(name: str) -> Ret:
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
 
-def _textedit() -> Any:
-    __salt__["ephemeral.generator_path"]()
-    from qubes_ephemeral.dom0 import textedit  # noqa: PLC0415 (on sys.path only now)
-    from qubes_ephemeral.render import artifacts  # noqa: PLC0415
+def _artifact(data: dict[str, Any]) -> Any:
+    """The generator's artifact back from the manifest's form."""
+    __salt__["ephemeral.generator"]()  # the generator is on sys.path from here on
+    from qubes_ephemeral.render.artifacts import from_dict
 
-    return textedit, artifacts
+    return from_dict(data)
 
 
 def _read(path: str) -> str | None:
@@ -112,7 +113,6 @@ def _edit(name: str, target: str, edit: Callable[[str], str], create: bool, what
 
 
 def _diff(before: str, after: str, target: str) -> str:
-    import difflib  # noqa: PLC0415
 
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), target, target))
 
@@ -121,8 +121,9 @@ def block(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
     """Our block between its markers in ``artifact["target"]``: put there
     (prepended when absent; a missing file is made with the block alone) or,
     with ``present`` False, taken out so the file is byte for byte as before."""
-    textedit, artifacts = _textedit()
-    item = artifacts.from_dict(artifact)
+    item = _artifact(artifact)
+    from qubes_ephemeral.dom0 import textedit
+
     if present:
         return _edit(name, item.target, lambda text: textedit.apply_block(text, item), True, "block in place")
     return _edit(name, item.target, lambda text: textedit.remove_block(text, item), False, "block removed")
@@ -131,8 +132,9 @@ def block(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
 def commented(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
     """Foreign lines we take over: commented out with our prefix, or (with
     ``present`` False) given back exactly as they were."""
-    textedit, artifacts = _textedit()
-    item = artifacts.from_dict(artifact)
+    item = _artifact(artifact)
+    from qubes_ephemeral.dom0 import textedit
+
     if present:
         return _edit(name, item.target, lambda text: textedit.comment_out(text, item), False, "lines taken over")
     return _edit(name, item.target, lambda text: textedit.restore(text, item), False, "lines given back")
@@ -143,8 +145,8 @@ def recorded(name: str, record: str, entry: dict[str, Any] | None = None) -> Ret
     or (entry None, on clean) the section's entry taken out; the file goes
     when no section is left in it."""
     ret = _ret(name)
-    __salt__["ephemeral.generator_path"]()
-    from qubes_ephemeral.dom0 import applied  # noqa: PLC0415
+    __salt__["ephemeral.generator"]()
+    from qubes_ephemeral.dom0 import applied
 
     before = _read(record)
     try:

@@ -18,7 +18,9 @@
 {%- if takeovers %}
 ephemeral-swap-takeover-dropped:
   test.fail_without_changes:
-    - name: {{ ("the pillar no longer takes over the swap line in /etc/fstab that the last apply took over; nothing was changed. Undo it first: qubesctl state.apply ephemeral.swap.clean (or ephemeral.clean), reboot, then apply again") | json }}
+    - name: {{ ("the pillar no longer takes over the swap line in /etc/fstab that the last apply took over; "
+                ~ "nothing was changed. Undo it first: qubesctl state.apply ephemeral.swap.clean "
+                ~ "(or ephemeral.clean), reboot, then apply again") | json }}
     - failhard: True
 {%- else %}
 {%-   if manifest.sections %}

@@ -13,7 +13,9 @@ ephemeral-template-not-a-qube:
 {%- elif not salt['cmd.which'](dracut) %}
 ephemeral-template-no-dracut:
   test.fail_without_changes:
-    - name: "this template has no dracut (Debian templates use initramfs-tools): the /rw copy-on-write is not supported for its own kernel; give its disposables a dom0-provided kernel (qvm-prefs DVM kernel ...)"
+    - name: {{ ("this template has no dracut (Debian templates use initramfs-tools): the /rw copy-on-write is "
+                ~ "not supported for its own kernel; give its disposables a dom0-provided kernel "
+                ~ "(qvm-prefs DVM kernel ...)") | json }}
 {%- else %}
 ephemeral-template-module:
   file.recurse:

@@ -25,17 +25,16 @@ from qubes_ephemeral.dom0 import diff, parsers
 from qubes_ephemeral.dom0.probe import NOT_FOUND, Host, Output
 from qubes_ephemeral.payload.vm_initramfs import KERNELS_DIR
 from qubes_ephemeral.qubesd.feature import (
-    FEATURE,
     OWN_INITRAMFS_DRACUT,
     OWN_INITRAMFS_FEATURE,
     PRIVATE_COW,
-    PRIVATE_FEATURE,
     RESTORE_FEATURE,
     loaded_by_running_qubesd,
 )
-from qubes_ephemeral.render import layout, naming, private_cow
+from qubes_ephemeral.render import naming, private_cow
 from qubes_ephemeral.render.artifacts import DISPOSABLES_CLEANUP, Manifest
 from qubes_ephemeral.render.manifest import PROTECT_UNIT
+from qubes_ephemeral.render.qubes_plan import DEFAULT_POOL_PREFS
 
 FORMAT = 1  # of the --json output
 
@@ -268,86 +267,111 @@ class Audit:
     def _qubes(self, *argv: str) -> Output:
         return self.host.run(list(argv))
 
+    def _setting(self, setting: dict[str, Any], default: str | None = None) -> tuple[str | None, str]:
+        """What a setting of the manifest's Qubes plan reads now, as the formula's
+        state reads it: its ``get`` command, parsed alike (parsers.absent and
+        parsers.admin_value). (value or None when not set, "") or (None, why it
+        could not be read)."""
+        output = self.host.run(setting["get"])
+        if parsers.absent(output.rc, output.out, output.err, setting.get("missing_exit")):
+            return default, ""
+        if output.rc != 0:
+            return None, _why(output, setting["get"][0])
+        value = parsers.admin_value(output.out, setting.get("key"), setting.get("listing", False))
+        return (default if value is None else value), ""
+
+    def _setting_finding(self, item: str, setting: dict[str, Any], default: str | None = None) -> Finding:
+        value, why = self._setting(setting, default)
+        if why:
+            return Finding("qubes", item, "unknown", 1, why, True)
+        status = "ok" if value == setting["value"] else "missing"
+        return Finding("qubes", item, status, 1, "not set" if value is None else value, True)
+
     def qubes(self) -> Iterator[Finding]:
         qubes = self.description.qubes
-        if qubes is None:
+        plan = cast(dict[str, Any] | None, self.manifest.qubes)
+        if qubes is None or plan is None:
             return
-        probe = self._qubes("qubes-prefs", "--", "default_pool")
+        probe = self._qubes("qubes-prefs", "--", DEFAULT_POOL_PREFS[0])
         if probe.rc != 0:
             yield Finding("qubes", "Qubes settings", "unknown", 1, _why(probe, "qubes-prefs") + " (not dom0?)", True)
             return
-        # The pools the formula sets (qubes.sls): listed, or found as the defaults.
-        plan = cast(dict[str, Any], (self.manifest.qubes or {})["pools"])
-        pools = list(plan["names"] or [])
-        for argv in plan["default_from_prefs"]:
-            name = self.host.run(argv).out.strip()
-            if name and name not in pools and name not in plan["default_excludes"]:
-                pools.append(name)
-        for pool in pools:
-            info = self._qubes("qvm-pool", "info", pool)
-            value = parsers.key_values(info.out).get("ephemeral_volatile", "False") if info.rc == 0 else None
-            status = "unknown" if value is None else ("ok" if value == "True" else "missing")
-            detail = _why(info, "qvm-pool info") if value is None else f"ephemeral_volatile {value}"
-            yield Finding("qubes", f"pool {pool}: volatile volumes keyed per start", status, 1, detail, True)
+        yield from self._pools(plan["pools"])
+        # The settings the formula makes, read as its state reads them. One that must
+        # be absent (a feature an earlier pillar set) only narrows what persists: not checked.
+        settings = [s for s in plan["settings"] if s["value"] is not None]
         for template in qubes.disposable_templates:
-            yield from self._template(template.name, template.private == PRIVATE_COW)
+            name = template.name
+            for setting in [s for s in settings if name in s["get"]]:  # those that read this template
+                settings.remove(setting)
+                yield self._setting_finding(f"{name}: {setting['what'].removeprefix(name).strip()}", setting)
+            yield from self._template(name, template.private == PRIVATE_COW)
         if qubes.disposable_templates:
             loaded, detail = loaded_by_running_qubesd(self.host.read)
             status = "unknown" if loaded is None else ("ok" if loaded else "missing")
             yield Finding("qubes", "qubesd extension loaded", status, 1, detail, True)
             yield self._leftovers([t.name for t in qubes.disposable_templates])
-        if qubes.pool:
-            info = self._qubes("qvm-pool", "info", qubes.pool)
-            where = parsers.key_values(info.out).get("dir_path") if info.rc == 0 else None
-            expected = layout.pool_dir(self.description)
-            status = "ok" if where == expected else "missing"
-            detail = f"dir_path {where}" if where else "no such pool (apply again after the reboot)"
-            yield Finding("qubes", f"pool {qubes.pool} on the scratch filesystem", status, 1, detail, True)
-            if qubes.default_pool_volatile:
-                value = self._qubes("qubes-prefs", "--", "default_pool_volatile").out.strip()
-                yield Finding("qubes", "default_pool_volatile", "ok" if value == qubes.pool else "missing", 1,
-                              value or "unset", True)  # fmt: skip
+        if plan["own_pool"]:
+            yield self._own_pool(plan["own_pool"])
+        for setting in settings:  # the installation's: default_pool_volatile, after our pool
+            yield self._setting_finding(setting["what"], setting)
+
+    def _pools(self, plan: dict[str, Any]) -> Iterator[Finding]:
+        """The pools the formula sets (qubes.sls): listed, or found as the defaults."""
+        if plan["names"] is not None:
+            pools = list(dict.fromkeys(plan["names"]))
+        else:
+            printed = [self.host.run(argv).out for argv in plan["default_from_prefs"]]
+            pools = parsers.default_pools(printed, plan["default_excludes"])
+        setting = plan["setting"]
+        for pool in pools:
+            get = [part.replace("{pool}", pool) for part in setting["get"]]
+            value, why = self._setting({**setting, "get": get}, default="False")
+            status = "unknown" if why else ("ok" if value == setting["value"] else "missing")
+            detail = why or f"{setting['key']} {value}"
+            yield Finding("qubes", f"pool {pool}: volatile volumes keyed per start", status, 1, detail, True)
+
+    def _own_pool(self, own: dict[str, Any]) -> Finding:
+        item = f"pool {own['pool']} on the scratch filesystem"
+        info = self.host.run(own["get"])
+        if parsers.no_such_pool(info.rc, info.err):
+            return Finding("qubes", item, "missing", 1, "no such pool (apply again after the reboot)", True)
+        if info.rc != 0:
+            return Finding("qubes", item, "unknown", 1, _why(info, "qvm-pool info"), True)
+        where = parsers.key_values(info.out).get("dir_path")
+        status = "ok" if where == own["dir_path"] else "missing"
+        return Finding("qubes", item, status, 1, f"dir_path {where}", True)
+
+    def _read(self, *argv: str) -> str | None:
+        output = self._qubes(*argv)
+        return output.out.strip() if output.rc == 0 else None
 
     def _template(self, name: str, cow: bool) -> Iterator[Finding]:
-        def read(*argv: str) -> str | None:
-            output = self._qubes(*argv)
-            return output.out.strip() if output.rc == 0 else None
-
-        # Root read-only and the volatile volume keyed per start are the extension's,
-        # for each start (qubesd_extension.py): the template's own volumes stay as they are.
-        checks = [
-            (f"{name}: feature {FEATURE}", read("qvm-features", "--", name, FEATURE), "1"),
-        ]  # fmt: skip
+        """Where its disposables' /rw goes. Root read-only and the volatile volume keyed per
+        start are the extension's, for each start (qubesd/extension.py): the template's own
+        volumes stay as they are; its features are among the plan's settings."""
         if cow:
-            checks.append((f"{name}: /rw on a copy-on-write (feature {PRIVATE_FEATURE})",
-                           read("qvm-features", "--", name, PRIVATE_FEATURE), PRIVATE_COW))  # fmt: skip
-        for item, value, wanted in checks:
-            status = "ok" if value == wanted else "missing"
-            yield Finding("qubes", item, status, 1, "not set" if value is None else value, True)
-        if cow:
-            yield self._own_kernel(name, read)
-        if not cow:
-            yield Finding("qubes", f"{name}: /rw of its disposables", "gap", 1, "private: persistent: what a "
-                          "disposable writes to /rw goes to a snapshot under the disk key", False)  # fmt: skip
+            yield self._own_kernel(name, self._read)
+            return
+        yield Finding("qubes", f"{name}: /rw of its disposables", "gap", 1, "private: persistent: what a "
+                       "disposable writes to /rw goes to a snapshot under the disk key", False)  # fmt: skip
 
     def _leftovers(self, templates: list[str]) -> Finding:
         """What the extension or an earlier pillar left on disposables: a start's record not put
         back yet, or our features on a disposable of a template that is not (any longer) ours."""
         item = "disposables: nothing left behind by the extension or an earlier pillar"
-        listing = self._qubes(*DISPOSABLES_CLEANUP["list"])
+        listing = self.host.run(DISPOSABLES_CLEANUP["list"])
         if listing.rc != 0:
             return Finding("qubes", item, "unknown", 1, _why(listing, "qvm-ls"), True)
         found = []
-        for row in (line.split("|") for line in listing.out.splitlines()):
-            if len(row) < 3 or row[1] != "DispVM":
-                continue
-            features = parsers.key_values(self._qubes("qvm-features", "--", row[0]).out)
+        for vm, template in parsers.disposables(listing.out, DISPOSABLES_CLEANUP["list"]):
+            features = parsers.key_values(self._qubes("qvm-features", "--", vm).out)
             if RESTORE_FEATURE in features:
-                found.append(f"{row[0]}: a start's settings not put back yet ({RESTORE_FEATURE}; at its next start)")
-            stray = [f for f in DISPOSABLES_CLEANUP["features"] if f in features and row[2] not in templates]
+                found.append(f"{vm}: a start's settings not put back yet ({RESTORE_FEATURE}; at its next start)")
+            stray = [f for f in DISPOSABLES_CLEANUP["features"] if f in features and template not in templates]
             if stray:
-                found.append(f"{row[0]}: {', '.join(stray)} from template {row[2]}, not in the description "
-                             f"(clear: qvm-features --unset {row[0]} FEATURE)")  # fmt: skip
+                found.append(f"{vm}: {', '.join(stray)} from template {template}, not in the description "
+                             f"(clear: qvm-features --unset {vm} FEATURE)")  # fmt: skip
         if found:
             return Finding("qubes", item, "missing", 1, "; ".join(found), True)
         return Finding("qubes", item, "ok", 1, "none", True)

@@ -1,7 +1,9 @@
-"""Pure parsers of what system commands print, for the audit.
+"""Pure parsers of what system commands print, for the audit and the formula.
 
 Each takes the text a command printed and returns plain data; none runs
-anything. Key material never leaves ``crypt_target``: a dm-crypt table
+anything. The Qubes admin commands' outputs are read here for both the
+audit and the formula's state module (ephemeral_qubes), so that both read a
+setting the same way. Key material never leaves ``crypt_target``: a dm-crypt table
 line carries the key (dmsetup prints it as zeros unless asked with
 --showkeys, which the audit never does), and only its length is kept.
 """
@@ -9,6 +11,7 @@ line carries the key (dmsetup prints it as zeros unless asked with
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -83,13 +86,77 @@ def crypttab(text: str) -> dict[str, tuple[str, str, str]]:
 
 
 def key_values(text: str) -> dict[str, str]:
-    """``qvm-pool info POOL`` and the like: one ``KEY  VALUE`` per line."""
-    values = {}
+    """``qvm-pool info POOL``, ``qvm-features VM`` and the like: one ``KEY  VALUE``
+    per line (a key alone has the value ""; the first line of a key wins)."""
+    values: dict[str, str] = {}
     for line in text.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key:
-            values[key] = value.strip()
+        fields = line.split(None, 1)
+        if fields:
+            values.setdefault(fields[0], fields[1].strip() if len(fields) > 1 else "")
     return values
+
+
+def prefs_listing(text: str) -> dict[str, str | None]:
+    """``qubes-prefs`` (or ``qvm-prefs VM``) with no property: ``KEY FLAG VALUE``
+    per line, where the flag "D" marks a value left at its default: None."""
+    values: dict[str, str | None] = {}
+    for line in text.splitlines():
+        fields = line.split(None, 2)
+        if fields and fields[0] not in values:
+            values[fields[0]] = None if fields[1:2] == ["D"] else (fields[2].strip() if len(fields) > 2 else "")
+    return values
+
+
+def admin_value(text: str, key: str | None = None, listing: bool = False) -> str | None:
+    """The value a Qubes admin command's read form printed, as the formula compares it.
+
+    ``key`` None: all of it (``qvm-prefs -- VM PROP``, ``qvm-features -- VM
+    FEATURE``). Else the value of ``key`` in a ``KEY VALUE`` listing (``qvm-pool
+    info``), or with ``listing`` in a ``KEY FLAG VALUE`` one (``qubes-prefs``).
+    None: not set (Qubes prints no line for an option left at its default, and
+    flags a preference at its default with "D").
+    """
+    if key is None:
+        return text.strip()
+    return (prefs_listing(text) if listing else key_values(text)).get(key)
+
+
+def absent(rc: int, out: str, err: str, missing_exit: int | None) -> bool:
+    """Whether a read form's exit means "not set" rather than a failure: for a
+    setting that can be absent, its command exits ``missing_exit`` and prints
+    nothing (qvm-features exits 1, silently, for a feature that is not set)."""
+    return missing_exit is not None and rc == missing_exit and not (out + err).strip()
+
+
+def no_such_pool(rc: int, err: str) -> bool:
+    """``qvm-pool info POOL`` for a pool that does not exist: exit 2, "No such pools: [...]"."""
+    return rc == 2 and "No such pools" in err
+
+
+def default_pools(printed: Iterable[str], excludes: Iterable[str] = ()) -> list[str]:
+    """The pool names the ``qubes-prefs -- default_pool...`` reads printed (the
+    manifest's ``pools.default_from_prefs``): in order, once each, without
+    ``excludes`` and empty values."""
+    skip = set(excludes)
+    pools: list[str] = []
+    for text in printed:
+        pool = text.strip()
+        if pool and pool not in skip and pool not in pools:
+            pools.append(pool)
+    return pools
+
+
+def disposables(text: str, argv: Sequence[str]) -> list[tuple[str, str]]:
+    """What ``argv`` (``qvm-ls --raw-data --fields ...``, naming at least NAME,
+    CLASS and TEMPLATE) printed: (name, template) of each disposable (class
+    DispVM), in order. Raw data is "|"-joined, in the order of ``--fields``."""
+    fields = [f.upper() for f in argv[list(argv).index("--fields") + 1].split(",")]
+    found = []
+    for line in text.splitlines():
+        row = dict(zip(fields, line.split("|"), strict=False))
+        if len(row) == len(fields) and row["CLASS"] == "DispVM":
+            found.append((row["NAME"], row["TEMPLATE"]))
+    return found
 
 
 def journald_storage(config: str) -> str:
