@@ -4,6 +4,7 @@ section, whatever the pillar and the record say (dom0/applied.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import PILLAR_EXAMPLE
@@ -96,3 +97,60 @@ def test_a_damaged_record_is_an_error_not_a_guess(text: str) -> None:
 
 def test_sections_are_applied_in_one_order() -> None:
     assert FULL.sections == tuple(s for s in SECTIONS if s in FULL.sections)
+
+
+def forged(target: str, kind: str = "file") -> str:
+    artifact = {"kind": kind, "id": "x", "target": target, "purpose": "", "section": "swap"}
+    return json.dumps({"format": 2, "sections": {"swap": {"artifacts": [artifact], "activation": None}}})
+
+
+@pytest.mark.parametrize(("target", "kind"), [("/etc/passwd", "file"), ("/etc", "directory"),
+                                              ("/etc/shadow", "block"), ("/etc/systemd/system/sshd.service", "file"),
+                                              ("/usr/local/libexec/qubes-ephemeral/../../bin/x", "file"),
+                                              ("/etc/crypttab", "unknown")])  # fmt: skip
+def test_a_record_naming_what_is_not_ours_is_refused(target: str, kind: str) -> None:
+    with pytest.raises(applied.RecordError):
+        applied.plan(FULL.as_dict(), forged(target, kind), "swap")
+
+
+def test_every_path_the_generator_uses_counts_as_ours() -> None:
+    from qubes_ephemeral.render.manifest import render as render_
+
+    rich = render_(describe((Path(__file__).parent / "golden/rich/input.yaml").read_bytes()))
+    for artifact in [*FULL.artifacts, *rich.artifacts]:
+        assert applied.ours(artifact.kind, artifact.target), artifact.target
+
+
+def test_an_unknown_section_is_refused() -> None:
+    with pytest.raises(applied.RecordError, match="unknown sections"):
+        applied.load('{"format": 2, "sections": {"foo": {"artifacts": []}}}')
+
+
+def test_clean_stops_the_recorded_units_and_apply_starts_the_pillars() -> None:
+    renamed = render(describe(PILLAR_EXAMPLE.read_bytes().replace(b"    name: ephemeral\n", b"    name: other\n", 1)))
+    record = record_of(FULL, ["scratch"])
+    plan = applied.plan(renamed.as_dict(), record, "scratch")
+    assert plan["clean_activation"] == FULL.activation["scratch"]
+    assert plan["activation"] == renamed.activation["scratch"]
+
+
+def test_a_takeover_of_another_device_is_a_change_not_the_same_lines() -> None:
+    other = render(describe(PILLAR_EXAMPLE.read_bytes().replace(b"/dev/mapper/qubes_dom0-swap", b"/dev/vg/other")))
+    plan = applied.plan(other.as_dict(), record_of(FULL, ["swap"]), "swap")
+    assert [a["kind"] for a in plan["prune"] if a["kind"] == "comment-out"] == ["comment-out"]
+
+
+def test_record_first_names_everything_an_apply_may_put_in_place() -> None:
+    without_journal = render(
+        describe(PILLAR_EXAMPLE.read_bytes().replace(b"journald: unchanged", b"journald: volatile"))
+    )
+    plan = applied.plan(FULL.as_dict(), record_of(without_journal, ["traces"]), "traces")
+    first = {a["id"] for a in plan["record_first"]["artifacts"]}  # type: ignore[index]
+    assert "journald-volatile" in first and {a.id for a in FULL.artifacts if a.section == "traces"} <= first
+
+
+def test_scratch_alone_is_blocked_while_the_pool_on_it_is_applied() -> None:
+    pool = render(describe(PILLAR_EXAMPLE.read_bytes().replace(b"    pool: null", b"    pool: ephemeral")))
+    record = record_of(pool, ["scratch", "qubes"])
+    assert "clean it first" in str(applied.plan(pool.as_dict(), record, "scratch")["blocked"])
+    assert applied.plan(pool.as_dict(), record, "scratch", ["scratch", "qubes"])["blocked"] is None

@@ -300,3 +300,65 @@ def test_a_record_of_the_version_before_sections_is_taken_over(sandbox: Sandbox)
     status, clean = sandbox.apply("ephemeral.clean")
     assert status == 0, failed(clean)
     assert sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB and not sandbox.exists("/etc/qubes-ephemeral")
+
+
+RECORD = "/etc/qubes-ephemeral/applied.json"
+
+
+def test_a_clean_that_fails_keeps_the_section_in_the_record(sandbox: Sandbox) -> None:
+    """A failed unmount: nothing after it runs and the record still names the
+    section, so the next clean finds it (never a keyed crypttab line forgotten)."""
+    status, states = sandbox.apply()
+    assert status == 0, failed(states)
+    shim = sandbox.folder / "systemctl"
+    working = shim.read_text()
+    shim.write_text(working.replace('echo "$*"', 'case "$1" in stop) exit 1;; esac; echo "$*"'))
+    status, states = sandbox.apply("ephemeral.scratch.clean", before="mknod /dev/mapper/ephemeral b 7 0")
+    assert status != 0
+    assert "scratch" in json.loads(sandbox.read(RECORD) or "{}")["sections"]
+    assert "\nephemeral /dev/qubes_dom0/ephemeral " in "\n" + (sandbox.read("/etc/crypttab") or "")
+    shim.write_text(working)
+    status, states = sandbox.apply("ephemeral.clean")
+    assert status == 0, failed(states)
+    assert sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB and not sandbox.exists(RECORD)
+
+
+def test_clean_stops_what_was_applied_not_what_the_pillar_says_now(sandbox: Sandbox) -> None:
+    status, states = sandbox.apply("ephemeral.scratch")
+    assert status == 0, failed(states)
+    sandbox.set_pillar(PILLAR_EXAMPLE.read_text().replace("    name: ephemeral\n", "    name: renamed\n", 1))
+    status, states = sandbox.apply("ephemeral.scratch.clean", before="mknod /dev/mapper/ephemeral b 7 0")
+    assert status == 0, failed(states)
+    assert "stop var-lib-qubes\\x2dephemeral.mount systemd-cryptsetup@ephemeral.service" in sandbox.systemctl_calls()
+    assert sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/srv/userdata"])
+def test_a_record_naming_a_file_that_is_not_ours_changes_nothing(sandbox: Sandbox, target: str) -> None:
+    sandbox.put("/srv/userdata/thesis.tex", "precious")
+    forged = {"kind": "file", "id": "x", "target": target, "purpose": "", "section": "swap"}
+    sandbox.put(RECORD, json.dumps({"format": 2, "sections": {"swap": {"artifacts": [forged], "activation": None}}}))
+    passwd = sandbox.read("/etc/passwd")
+    status, states = sandbox.apply("ephemeral.clean")
+    assert status != 0
+    assert "never puts in place" in "\n".join(failed(states))
+    assert sandbox.read("/srv/userdata/thesis.tex") == "precious" and sandbox.read("/etc/passwd") == passwd
+
+
+def test_a_section_alone_waits_for_an_earlier_versions_record_and_scratch_for_the_pool(sandbox: Sandbox) -> None:
+    legacy = {"format": 1, "artifacts": [], "activation": {}}
+    sandbox.put(RECORD, json.dumps(legacy))
+    for sls in ("ephemeral.scratch", "ephemeral.swap.clean"):
+        status, states = sandbox.apply(sls)
+        assert status != 0 and "earlier version" in "\n".join(failed(states)), sls
+        assert sandbox.read("/etc/crypttab") == DOM0_CRYPTTAB
+    status, states = sandbox.apply()  # the whole pillar takes the record over
+    assert status == 0, failed(states)
+    assert "legacy" not in json.loads(sandbox.read(RECORD) or "{}")["sections"]
+
+    sandbox.set_pillar(PILLAR_EXAMPLE.read_text().replace("    pool: null", "    pool: ephemeral"))
+    sandbox.apply()  # the pool itself waits for a mounted scratch filesystem; its layout unit is in place
+    assert "qubes" in json.loads(sandbox.read(RECORD) or "{}")["sections"]
+    status, states = sandbox.apply("ephemeral.scratch.clean")
+    assert status != 0 and "clean it first" in "\n".join(failed(states))
+    assert sandbox.exists("/etc/systemd/system/qubes-ephemeral-format.service")

@@ -146,6 +146,10 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
     _generator(saltenv)
     from qubes_ephemeral.dom0 import applied
 
+    if __context__.get("ephemeral.whole"):
+        # ephemeral (init.sls) applies every section and takes over an earlier version's record.
+        cleaning = [*(cleaning or ()), applied.LEGACY]
+
     record = str(plan["applied_record"])
     text = None
     if os.path.exists(record):
@@ -155,3 +159,10 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
         return applied.plan(plan, text, name, cleaning or ())
     except applied.RecordError as error:
         raise CommandExecutionError(f"{record}: {error}") from error
+
+
+def whole() -> bool:
+    """Mark this run as ``state.apply ephemeral``: every section at once
+    (init.sls calls it first, the sections' states render after it)."""
+    __context__["ephemeral.whole"] = True
+    return True

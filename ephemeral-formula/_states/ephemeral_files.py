@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -140,16 +141,19 @@ def commented(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
     return _edit(name, item.target, lambda text: textedit.restore(text, item), False, "lines given back")
 
 
-def recorded(name: str, record: str, entry: dict[str, Any] | None = None) -> Ret:
+def recorded(name: str, record: str, entry: dict[str, Any] | None = None, first: dict[str, Any] | None = None) -> Ret:
     """The record of what section ``name`` applied: ``entry`` written into it,
     or (entry None, on clean) the section's entry taken out; the file goes
-    when no section is left in it."""
+    when no section is left in it. ``first``: the entry an earlier state of
+    the same run writes first, which test=True only pretends to write."""
     ret = _ret(name)
     __salt__["ephemeral.generator"]()
     from qubes_ephemeral.dom0 import applied
 
     before = _read(record)
     try:
+        if first is not None and __opts__["test"]:
+            before = applied.recorded(before, name, first)
         after = applied.recorded(before, name, entry)
     except applied.RecordError as error:
         ret.update(result=False, comment=str(error))
@@ -172,4 +176,29 @@ def recorded(name: str, record: str, entry: dict[str, Any] | None = None) -> Ret
         ret.update(result=False, changes={}, comment=f"{record}: {error}")
         return ret
     ret["comment"] = f"the record of {name} is updated"
+    return ret
+
+
+def removed(name: str, target: str) -> Ret:
+    """A file or symlink of ours gone. Never a folder: a record that names
+    one is damaged or forged, and a folder may hold someone's data."""
+    ret = _ret(name)
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        ret["comment"] = f"{target} is already absent"
+        return ret
+    if stat.S_ISDIR(info.st_mode):
+        ret.update(result=False, comment=f"{target} is a folder, not a file of ours: it was left alone")
+        return ret
+    ret["changes"] = {"removed": target}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{target} would be removed")
+        return ret
+    try:
+        os.unlink(target)
+    except OSError as error:
+        ret.update(result=False, changes={}, comment=f"{target}: {error}")
+        return ret
+    ret["comment"] = f"{target} removed"
     return ret

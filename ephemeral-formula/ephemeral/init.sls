@@ -8,6 +8,7 @@
 {%- from "ephemeral/map.jinja" import manifest, tools with context %}
 {%- from "ephemeral/macros.jinja" import take with context %}
 {%- from "ephemeral/cleans.jinja" import clean_section with context %}
+{%- do salt['ephemeral.whole']() %}
 {%- set dropped = [] %}
 {%- for section in manifest.all_sections if section not in manifest.sections %}
 {%-   set plan = salt['ephemeral.section'](section) %}

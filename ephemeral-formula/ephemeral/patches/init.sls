@@ -2,9 +2,15 @@
     side. The /rw copy-on-write in the initramfs of every dom0-provided VM
     kernel, now and (path unit) whenever a VM kernel is installed. -#}
 {%- from "ephemeral/map.jinja" import manifest, tools with context %}
-{%- from "ephemeral/macros.jinja" import apply, record with context %}
+{%- from "ephemeral/macros.jinja" import apply, record, refuse with context %}
 {%- set plan = salt['ephemeral.section']('patches') %}
-{%- if plan.wanted %}
+{%- if not plan.wanted %}
+ephemeral-patches-not-described:
+  test.fail_without_changes:
+    - name: "the ephemeral pillar has no patches: section; to undo an earlier apply: qubesctl state.apply ephemeral.patches.clean"
+{%- elif plan.blocked %}
+{{ refuse('ephemeral-patches-refused', plan) }}
+{%- else %}
 {{ apply(plan, manifest, tools.systemctl) }}
 {%-   set cow = manifest.private_cow %}
 {%-   if cow %}
@@ -30,9 +36,5 @@ ephemeral-patches-vm-kernels-watch:
 {%-     endif %}
 {%-   endif %}
 
-{{ record(plan, manifest) }}
-{%- else %}
-ephemeral-patches-not-described:
-  test.fail_without_changes:
-    - name: "the ephemeral pillar has no patches: section; to undo an earlier apply: qubesctl state.apply ephemeral.patches.clean"
+{{ record(plan, manifest, ['cmd: ephemeral-patches-vm-kernels-watch'] if manifest.private_cow else []) }}
 {%- endif %}

@@ -3,7 +3,7 @@
     disposable templates that the qubesd extension acts on. Each state reads
     before it writes and records what it replaces (_states/ephemeral_qubes.py). -#}
 {%- from "ephemeral/map.jinja" import manifest, tools with context %}
-{%- from "ephemeral/macros.jinja" import apply, record with context %}
+{%- from "ephemeral/macros.jinja" import apply, record, refuse with context %}
 {%- set plan = salt['ephemeral.section']('qubes') %}
 {%- set qubes = manifest.qubes %}
 {#- The order the generator gives: other Qubes states (by their id) and sections. #}
@@ -18,7 +18,13 @@
 {%-     endfor %}
 {%-   endif %}
 {%- endmacro %}
-{%- if plan.wanted %}
+{%- if not plan.wanted %}
+ephemeral-qubes-not-described:
+  test.fail_without_changes:
+    - name: "the ephemeral pillar has no qubes: section; to undo an earlier apply: qubesctl state.apply ephemeral.qubes.clean"
+{%- elif plan.blocked %}
+{{ refuse('ephemeral-qubes-refused', plan) }}
+{%- else %}
 {%-   set own = qubes.own_pool %}
 {%-   if own or manifest.private_cow %}
 include:
@@ -115,8 +121,4 @@ ephemeral-qubes-ephemeral-volatile-pools:
 {{ after(qubes.pools) }}
 
 {{ record(plan, manifest) }}
-{%- else %}
-ephemeral-qubes-not-described:
-  test.fail_without_changes:
-    - name: "the ephemeral pillar has no qubes: section; to undo an earlier apply: qubesctl state.apply ephemeral.qubes.clean"
 {%- endif %}

@@ -2,9 +2,15 @@
     from /dev/urandom and made again at every boot. With activate: now it is
     also opened, checked for data, formatted and mounted now. -#}
 {%- from "ephemeral/map.jinja" import manifest, tools with context %}
-{%- from "ephemeral/macros.jinja" import apply, record with context %}
+{%- from "ephemeral/macros.jinja" import apply, record, refuse with context %}
 {%- set plan = salt['ephemeral.section']('scratch') %}
-{%- if plan.wanted %}
+{%- if not plan.wanted %}
+ephemeral-scratch-not-described:
+  test.fail_without_changes:
+    - name: "the ephemeral pillar has no scratch: section; to undo an earlier apply: qubesctl state.apply ephemeral.scratch.clean"
+{%- elif plan.blocked %}
+{{ refuse('ephemeral-scratch-refused', plan) }}
+{%- else %}
 {{ apply(plan, manifest, tools.systemctl) }}
 {%-   if manifest.activate == 'now' %}
 {%-     set scratch = plan.activation %}
@@ -31,9 +37,5 @@ ephemeral-scratch-activate-mount:
       - cmd: ephemeral-scratch-activate-check
 {%-   endif %}
 
-{{ record(plan, manifest) }}
-{%- else %}
-ephemeral-scratch-not-described:
-  test.fail_without_changes:
-    - name: "the ephemeral pillar has no scratch: section; to undo an earlier apply: qubesctl state.apply ephemeral.scratch.clean"
+{{ record(plan, manifest, ['cmd: ephemeral-scratch-activate-mount'] if manifest.activate == 'now' else []) }}
 {%- endif %}

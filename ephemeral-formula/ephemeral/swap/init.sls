@@ -3,9 +3,15 @@
     fstab is taken over. With activate: now the persistent swap is switched
     off and the keyed one on, now. -#}
 {%- from "ephemeral/map.jinja" import manifest, tools with context %}
-{%- from "ephemeral/macros.jinja" import apply, record with context %}
+{%- from "ephemeral/macros.jinja" import apply, record, refuse with context %}
 {%- set plan = salt['ephemeral.section']('swap') %}
-{%- if plan.wanted %}
+{%- if not plan.wanted %}
+ephemeral-swap-not-described:
+  test.fail_without_changes:
+    - name: "the ephemeral pillar has no swap: section; to undo an earlier apply: qubesctl state.apply ephemeral.swap.clean"
+{%- elif plan.blocked %}
+{{ refuse('ephemeral-swap-refused', plan) }}
+{%- else %}
 {{ apply(plan, manifest, tools.systemctl) }}
 {%-   if manifest.activate == 'now' %}
 {%-     set swap = plan.activation %}
@@ -38,9 +44,5 @@ ephemeral-swap-activate-on:
       - cmd: ephemeral-swap-activate-off-persistent
 {%-   endif %}
 
-{{ record(plan, manifest) }}
-{%- else %}
-ephemeral-swap-not-described:
-  test.fail_without_changes:
-    - name: "the ephemeral pillar has no swap: section; to undo an earlier apply: qubesctl state.apply ephemeral.swap.clean"
+{{ record(plan, manifest, ['cmd: ephemeral-swap-activate-on'] if manifest.activate == 'now' else []) }}
 {%- endif %}

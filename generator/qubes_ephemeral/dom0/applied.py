@@ -24,9 +24,14 @@ passes their text in.
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterable
 
-from qubes_ephemeral.render.artifacts import SYSTEMD_DIRS
+from qubes_ephemeral.description import values
+from qubes_ephemeral.description.problems import Invalid
+from qubes_ephemeral.payload.vm_initramfs import DEFAULT_HOOK
+from qubes_ephemeral.render.artifacts import KINDS, LIBEXEC, SECTIONS, SHARED_FILES, SYSTEMD_DIRS, UNIT_DIR
+from qubes_ephemeral.render.layout import JOURNALD_DROPIN
 
 LEGACY = "legacy"
 # The one drop-in name of format 1 records (now one per section: render.dropins).
@@ -50,11 +55,14 @@ def load(text: str | None) -> dict[str, Entry]:
     if not isinstance(data, dict):
         raise RecordError("the applied record is not a JSON object: restore it or remove it by hand")
     if data.get("format") == 2 and isinstance(data.get("sections"), dict):
+        unknown = sorted(set(map(str, data["sections"])) - {*SECTIONS, LEGACY})
+        if unknown:
+            raise RecordError(f"the applied record names unknown sections {unknown}: restore it or remove it by hand")
         return {str(key): _entry(value) for key, value in data["sections"].items()}
     if data.get("format") == 1 and isinstance(data.get("artifacts"), list):
         found = data.get("activation")
         activation: dict[str, object] = found if isinstance(found, dict) else {}
-        entries: dict[str, Entry] = {LEGACY: {"artifacts": list(data["artifacts"]), "activation": None}}
+        entries: dict[str, Entry] = {LEGACY: _entry({"artifacts": data["artifacts"], "activation": None})}
         for section in ("scratch", "swap"):
             if isinstance(activation.get(section), dict):
                 entries[section] = {"artifacts": [], "activation": activation[section]}
@@ -65,7 +73,46 @@ def load(text: str | None) -> dict[str, Entry]:
 def _entry(value: object) -> Entry:
     if not isinstance(value, dict) or not isinstance(value.get("artifacts", []), list):
         raise RecordError("an entry of the applied record is damaged: restore it or remove it by hand")
-    return {"artifacts": list(value.get("artifacts", [])), "activation": value.get("activation")}
+    artifacts = list(value.get("artifacts", []))
+    for artifact in artifacts:
+        _check_ours(artifact)
+    activation = value.get("activation")
+    if activation is not None and not isinstance(activation, dict):
+        raise RecordError("an activation in the applied record is damaged: restore it or remove it by hand")
+    return {"artifacts": artifacts, "activation": activation}
+
+
+def _check_ours(artifact: object) -> None:
+    """A record names only what the generator puts in place: a damaged or
+    forged one must never make a clean remove a file that is not ours."""
+    if not isinstance(artifact, dict) or not all(
+        isinstance(artifact.get(key), str) for key in ("id", "kind", "target")
+    ):
+        raise RecordError("an artifact in the applied record is damaged: restore the record or remove it by hand")
+    kind, target = artifact["kind"], artifact["target"]
+    if kind not in KINDS or not ours(kind, target):
+        raise RecordError(f"the applied record names {target} ({kind}), which qubes-ephemeral never puts in place: "
+                          "restore the record or remove it by hand; nothing was changed")  # fmt: skip
+
+
+def ours(kind: str, target: str) -> bool:
+    """Whether the generator could have put an artifact of this kind there."""
+    if posixpath.normpath(target) != target or not target.startswith("/"):
+        return False
+    if kind in ("block", "comment-out"):
+        return target in SHARED_FILES
+    if kind == "directory":  # a mount point: only ever removed when empty (rmdir)
+        try:
+            values.mountpoint(target)
+        except Invalid:
+            return False
+        return True
+    name = posixpath.basename(target)
+    return (
+        target.startswith(LIBEXEC + "/")
+        or target in (str(DEFAULT_HOOK), JOURNALD_DROPIN)
+        or (target.startswith(UNIT_DIR + "/") and "qubes-ephemeral" in name)
+    )
 
 
 def dump(entries: dict[str, Entry]) -> str | None:
@@ -80,6 +127,8 @@ def identity(artifact: ArtifactData) -> tuple[str, ...]:
     by its file and markers, anything else by its path and kind."""
     if artifact.get("kind") == "block":
         return ("block", str(artifact["target"]), str(artifact.get("marker_start", "")))
+    if artifact.get("kind") == "comment-out":  # which lines: another device's are another takeover
+        return ("comment-out", str(artifact["target"]), str(artifact.get("pattern", "")))
     return (str(artifact.get("kind")), str(artifact["target"]))
 
 
@@ -129,6 +178,12 @@ def plan(manifest: dict[str, object], record_text: str | None, section: str,
     now = activation.get(section) if isinstance(activation, dict) else None
     before = entries.get(section, {}).get("activation")
     return {
+        # What a clean stops: the units the last apply put in place, not the pillar's now.
+        "clean_activation": before or now,
+        # Written before an apply changes anything: a kill midway leaves a record
+        # that names all it may have put in place (narrowed at the end).
+        "record_first": {"artifacts": _unique([*recorded, *current]), "activation": now or before},
+        "blocked": _blocked(entries, section, cleaning),
         "section": section,
         "wanted": section in (manifest.get("sections") or []),  # type: ignore[operator]
         "recorded": section in entries,
@@ -140,6 +195,19 @@ def plan(manifest: dict[str, object], record_text: str | None, section: str,
         "reload_on_apply": any(a.get("daemon_reload") for a in [*current, *prune]),
         "reload_on_clean": any(a.get("daemon_reload") for a in remove),
     }
+
+
+def _blocked(entries: dict[str, Entry], section: str, cleaning: Iterable[str]) -> str | None:
+    """Why a section cannot be cleaned alone now, or None."""
+    gone = {section, *cleaning}
+    pool_on_scratch = any(a.get("id") == "unit-layout" for a in _artifacts(entries.get("qubes")))
+    if section == "scratch" and pool_on_scratch and "qubes" not in gone:
+        return ("the Qubes pool of the qubes section lives on the scratch filesystem: clean it first "
+                    "(qubesctl state.apply ephemeral.qubes.clean), or clean everything (ephemeral.clean)")  # fmt: skip
+    if section != LEGACY and LEGACY in entries and LEGACY not in gone:
+        return ("the record of an earlier version names every section at once: apply the whole pillar "
+                "(qubesctl state.apply ephemeral) or clean everything (ephemeral.clean) first")  # fmt: skip
+    return None
 
 
 def _still_used(artifact: ArtifactData, kept: set[str]) -> bool:

@@ -198,7 +198,11 @@ class Manifest:
         return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
-SYSTEMD_DIRS = (f"{UNIT_DIR}/", "/etc/crypttab", "/etc/fstab")
+# The files we share with dom0: our blocks and the lines we take over live there.
+CRYPTTAB = "/etc/crypttab"
+FSTAB = "/etc/fstab"
+SHARED_FILES = (CRYPTTAB, FSTAB)
+SYSTEMD_DIRS = (f"{UNIT_DIR}/", *SHARED_FILES)
 
 
 def guard_path(section: str) -> str:

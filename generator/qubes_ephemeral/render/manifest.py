@@ -8,6 +8,8 @@ import re
 from qubes_ephemeral.description.model import Crypt, Description, Scratch, Swap
 from qubes_ephemeral.render import dropins, layout, naming, private_cow, qubes_plan
 from qubes_ephemeral.render.artifacts import (
+    CRYPTTAB,
+    FSTAB,
     REPLACED_PREFIX,
     SECTIONS,
     UNIT_DIR,
@@ -63,9 +65,9 @@ def _blocks(crypt: Crypt, section: str, fstab_line: str) -> list[Artifact]:
     """Its crypttab and fstab lines, between markers of its own section."""
     what = "scratch filesystem" if section == "scratch" else "swap"
     return [
-        Block(f"crypttab-{section}", "/etc/crypttab", f"the {what} device, plain dm-crypt keyed from /dev/urandom",
+        Block(f"crypttab-{section}", CRYPTTAB, f"the {what} device, plain dm-crypt keyed from /dev/urandom",
               crypttab_line(crypt), marker_start(section), marker_end(section), section=section),
-        Block(f"fstab-{section}", "/etc/fstab", f"the {what} on its mapping", fstab_line,
+        Block(f"fstab-{section}", FSTAB, f"the {what} on its mapping", fstab_line,
               marker_start(section), marker_end(section), section=section),
     ]  # fmt: skip
 
@@ -133,7 +135,7 @@ def swap_takeover(swap: Swap) -> CommentOut:
     # names, third field "swap". Lines already commented never match.
     pattern = rf"^[ \t]*(?:{names})[ \t]+\S+[ \t]+swap(?:[ \t].*)?$"
     restore = rf"^{re.escape(REPLACED_PREFIX)}(.*)$"
-    return CommentOut("fstab-swap-takeover", "/etc/fstab", f"take over the persistent swap on {swap.device.path}",
+    return CommentOut("fstab-swap-takeover", FSTAB, f"take over the persistent swap on {swap.device.path}",
                       pattern, restore, section="swap")  # fmt: skip
 
 
