@@ -152,5 +152,6 @@ def test_record_first_names_everything_an_apply_may_put_in_place() -> None:
 def test_scratch_alone_is_blocked_while_the_pool_on_it_is_applied() -> None:
     pool = render(describe(PILLAR_EXAMPLE.read_bytes().replace(b"    pool: null", b"    pool: ephemeral")))
     record = record_of(pool, ["scratch", "qubes"])
-    assert "clean it first" in str(applied.plan(pool.as_dict(), record, "scratch")["blocked"])
+    assert "clean it first" in str(applied.plan(pool.as_dict(), record, "scratch", ["scratch"])["blocked"])
+    assert applied.plan(pool.as_dict(), record, "scratch")["blocked"] is None, "applying it is fine"
     assert applied.plan(pool.as_dict(), record, "scratch", ["scratch", "qubes"])["blocked"] is None

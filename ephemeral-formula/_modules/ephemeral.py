@@ -146,9 +146,6 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
     _generator(saltenv)
     from qubes_ephemeral.dom0 import applied
 
-    if __context__.get("ephemeral.whole"):
-        # ephemeral (init.sls) applies every section and takes over an earlier version's record.
-        cleaning = [*(cleaning or ()), applied.LEGACY]
 
     record = str(plan["applied_record"])
     text = None
@@ -156,7 +153,8 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
         with open(record, encoding="utf-8", errors="surrogateescape") as handle:
             text = handle.read()
     try:
-        return applied.plan(plan, text, name, cleaning or ())
+        # ephemeral (init.sls) applies every section and takes over an earlier version's record.
+        return applied.plan(plan, text, name, cleaning, whole=bool(__context__.get("ephemeral.whole")))
     except applied.RecordError as error:
         raise CommandExecutionError(f"{record}: {error}") from error
 

@@ -161,10 +161,14 @@ def _kept_by_others(entries: dict[str, Entry], leaving: Iterable[str]) -> set[st
 
 
 def plan(manifest: dict[str, object], record_text: str | None, section: str,
-         cleaning: Iterable[str] = ()) -> dict[str, object]:  # fmt: skip
+         cleaning: Iterable[str] | None = None, whole: bool = False) -> dict[str, object]:  # fmt: skip
     """What the formula does for ``section``: see the module docstring.
-    ``cleaning``: every section the same run cleans (a full clean names all)."""
+    ``cleaning``: for a clean, every section the same run cleans (a full
+    clean names all); None for an apply. ``whole``: the run applies every
+    section of the pillar and takes over an earlier version's record."""
     entries = load(record_text)
+    clean = cleaning is not None
+    cleaning = [*(cleaning or ()), *([LEGACY] if whole else [])]
     raw = manifest.get("artifacts")
     every = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
     current = [a for a in every if a.get("section") == section]
@@ -183,7 +187,7 @@ def plan(manifest: dict[str, object], record_text: str | None, section: str,
         # Written before an apply changes anything: a kill midway leaves a record
         # that names all it may have put in place (narrowed at the end).
         "record_first": {"artifacts": _unique([*recorded, *current]), "activation": now or before},
-        "blocked": _blocked(entries, section, cleaning),
+        "blocked": _blocked(entries, section, cleaning, clean),
         "section": section,
         "wanted": section in (manifest.get("sections") or []),  # type: ignore[operator]
         "recorded": section in entries,
@@ -197,11 +201,11 @@ def plan(manifest: dict[str, object], record_text: str | None, section: str,
     }
 
 
-def _blocked(entries: dict[str, Entry], section: str, cleaning: Iterable[str]) -> str | None:
-    """Why a section cannot be cleaned alone now, or None."""
+def _blocked(entries: dict[str, Entry], section: str, cleaning: Iterable[str], clean: bool) -> str | None:
+    """Why a section cannot be applied or cleaned alone now, or None."""
     gone = {section, *cleaning}
     pool_on_scratch = any(a.get("id") == "unit-layout" for a in _artifacts(entries.get("qubes")))
-    if section == "scratch" and pool_on_scratch and "qubes" not in gone:
+    if clean and section == "scratch" and pool_on_scratch and "qubes" not in gone:
         return ("the Qubes pool of the qubes section lives on the scratch filesystem: clean it first "
                     "(qubesctl state.apply ephemeral.qubes.clean), or clean everything (ephemeral.clean)")  # fmt: skip
     if section != LEGACY and LEGACY in entries and LEGACY not in gone:
