@@ -121,6 +121,7 @@ def test_apply_test_mode_reapply_and_clean(sandbox: Sandbox) -> None:
         if isinstance(artifact, File | Symlink | Directory):
             assert not sandbox.exists(artifact.target), f"{artifact.target} left behind"
     assert sandbox.systemctl_calls()[-1] == "daemon-reload"
+    assert not sandbox.exists("/usr/local/libexec/qubes-ephemeral"), "our folder of scripts goes too"
 
     status, clean_again = sandbox.apply("ephemeral.clean")
     assert status == 0 and changed(clean_again) == {}
@@ -233,7 +234,7 @@ def test_a_section_alone_applies_and_cleans(sandbox: Sandbox, case: str) -> None
     for artifact in manifest.artifacts:
         if isinstance(artifact, File | Symlink | Directory):
             assert not sandbox.exists(artifact.target), f"{artifact.target} left behind"
-    assert not sandbox.exists("/etc/qubes-ephemeral")
+    assert not sandbox.exists("/etc/qubes-ephemeral") and not sandbox.exists("/usr/local/libexec/qubes-ephemeral")
 
 
 def test_one_section_of_a_pillar_applies_and_cleans_alone(sandbox: Sandbox) -> None:

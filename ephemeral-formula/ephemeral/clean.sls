@@ -10,6 +10,24 @@
 {{ clean_section(section, manifest, tools, every) }}
 {%- endfor %}
 
+{#- Our own folders for scripts, once empty: nothing but what this clean
+    removes may be in them (so that test=True announces it too). #}
+{%- for folder in manifest.own_folders %}
+{%-   set names = [] %}
+{%-   for section in every %}
+{%-     for artifact in salt['ephemeral.section'](section, every).remove if salt['file.dirname'](artifact.target) == folder %}
+{%-       do names.append(salt['file.basename'](artifact.target)) %}
+{%-     endfor %}
+{%-   endfor %}
+
+ephemeral-clean-own-folder-{{ loop.index }}:
+  cmd.run:
+    - name: rmdir {{ folder | quote }}
+    - onlyif: test -d {{ folder | quote }}
+    - unless: ls -A {{ folder | quote }} | grep -qvxF{% for name in names | unique %} -e {{ name | quote }}{% endfor %}{% if not names %} -e ''{% endif %}
+    - order: last
+{%- endfor %}
+
 {#- Last: our folder in /etc, when nothing but what this clean removes is left. #}
 {%- set folder = salt['file.dirname'](manifest.applied_record) %}
 

@@ -178,6 +178,8 @@ class Manifest:
                 "reverted": [VM_INITRAMFS_TOOL, "status", "--quiet", "--want", "unpatched"],
             },
             "applied_record": APPLIED_RECORD,
+            # Folders of our own that a full clean removes once nothing else is in them.
+            "own_folders": [LIBEXEC, str(vm_initramfs.DEFAULT_HOOK.parent)],
         }
         if with_content:
             data["applied"] = {section: self.applied_entry(section) for section in self.sections}
