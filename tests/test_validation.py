@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import description, run_cli
+from qubes_ephemeral.api import describe
+from qubes_ephemeral.description.problems import DescriptionError
 
 DOM0_REFUSED = [
     "/dev/qubes_dom0/root",
@@ -300,3 +302,32 @@ def test_non_utf8_is_refused(tmp_path: Path) -> None:
     result = run_cli("validate", str(path))
     assert result.status == 2
     assert "UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ephemeral:\n  swap: {device: /dev/vg/swap}\n",
+        "ephemeral:\n  qubes: {disposable_templates: {default-dvm: {}}}\n",
+        "ephemeral:\n  traces: {}\n",
+        "ephemeral:\n  patches: {dispvm_private_cow: true}\n",
+    ],
+    ids=["swap-only", "qubes-only", "traces-only", "patches-only"],
+)
+def test_every_section_stands_alone(text: str) -> None:
+    description = describe(text.encode())
+    assert description.scratch is None
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "words"),
+    [
+        ("ephemeral: {}\n", "ephemeral", "names no section"),
+        ("ephemeral:\n  qubes: {pool: fast}\n", "ephemeral.qubes.pool", "needs the scratch: section"),
+    ],
+    ids=["nothing", "pool-without-scratch"],
+)
+def test_what_needs_another_section_says_so(text: str, path: str, words: str) -> None:
+    with pytest.raises(DescriptionError) as raised:
+        describe(text.encode())
+    assert [(p.path, words in p.message) for p in raised.value.problems] == [(path, True)]
