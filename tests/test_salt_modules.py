@@ -242,7 +242,14 @@ def test_each_module_exposes_its_functions_and_no_helper(qubes: FakeQubes) -> No
         "disposables_unmarked", "restored",
     }  # fmt: skip
     assert state_module(qubes).__func_alias__ == {"set_": "set"}
-    assert public_functions(execution_module()) == {"generator", "manifest", "version", "qubesd_extension"}
+    assert public_functions(execution_module()) == {
+        "generator",
+        "manifest",
+        "version",
+        "qubesd_extension",
+        "section",
+        "whole",
+    }
 
 
 def test_execution_module_virtual_finds_the_generator_bundled_with_the_formula(monkeypatch) -> None:

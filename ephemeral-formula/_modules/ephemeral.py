@@ -146,7 +146,6 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
     _generator(saltenv)
     from qubes_ephemeral.dom0 import applied
 
-
     record = str(plan["applied_record"])
     text = None
     if os.path.exists(record):
