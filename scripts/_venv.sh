@@ -19,7 +19,9 @@ ensure_venv() {
     local dir=$1 python=$2 spec=$3
     local stamp
     stamp="$dir/.installed-$( (cat pyproject.toml; echo "$spec") | sha256sum | cut -c1-16)"
-    if [ ! -x "$dir/bin/python" ]; then
+    # A venv cut short (a kill while it was made) has no pip: make it again.
+    if [ ! -x "$dir/bin/python" ] || ! "$dir/bin/python" -m pip --version >/dev/null 2>&1; then
+        rm -rf "$dir"
         "$python" -m venv "$dir"
     fi
     if [ ! -e "$stamp" ]; then
