@@ -15,7 +15,6 @@ import difflib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,34 +55,15 @@ def _read(path: str) -> str | None:
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Replace the file's bytes in one rename; mode and owner stay."""
-    real = os.path.realpath(path)  # edit what a symlink points to, keep the link
-    folder = os.path.dirname(real)
-    try:
-        info: os.stat_result | None = os.stat(real)
-    except FileNotFoundError:
-        info = None
-    handle, temporary = tempfile.mkstemp(prefix=".qubes-ephemeral.", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(text.encode("utf-8", "surrogateescape"))
-            out.flush()
-            os.fsync(out.fileno())
-        if info is None:
-            os.chmod(temporary, 0o644)
-        else:
-            os.chmod(temporary, info.st_mode & 0o7777)
-            os.chown(temporary, info.st_uid, info.st_gid)
-        os.replace(temporary, real)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """Replace the file's bytes in one rename; mode and owner stay, a symlink
+    stays a symlink (what it points to is edited), a new file gets 0644."""
+    __salt__["ephemeral.generator"]()
+    from pathlib import Path
+
+    from qubes_ephemeral.payload.vm_initramfs import replace_atomically
+
+    real = Path(os.path.realpath(path))
+    replace_atomically(real, text.encode("utf-8", "surrogateescape"), mode_if_new=0o644)
 
 
 def _edit(name: str, target: str, edit: Callable[[str], str], create: bool, what: str) -> Ret:

@@ -274,22 +274,38 @@ def append_archive(original: bytes, entries: list[Entry]) -> bytes:
 # --- files ---
 
 
-def _replace(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` atomically, keeping its mode and owner."""
-    info = path.stat()
+def replace_atomically(path: Path, content: bytes, mode_if_new: int | None = None) -> None:
+    """Write ``content`` to ``path`` in one rename (a kill leaves the old or
+    the new file, never half of one), keeping its mode and owner. A missing
+    file is an error, unless ``mode_if_new`` says how to make it. The formula's
+    edits of crypttab and fstab use it too (_states/ephemeral_files.py)."""
+    try:
+        info: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        if mode_if_new is None:
+            raise
+        info = None
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.qubes-ephemeral.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(content)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temporary, info.st_mode & 0o7777)
-        os.chown(temporary, info.st_uid, info.st_gid)
+        if info is None:
+            os.chmod(temporary, mode_if_new or 0o644)
+        else:
+            os.chmod(temporary, info.st_mode & 0o7777)
+            os.chown(temporary, info.st_uid, info.st_gid)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def status(initramfs: Path) -> str:
@@ -311,7 +327,7 @@ def apply(initramfs: Path, hook: bytes) -> bool:
     found = find_patch(data)
     if found:
         return False
-    _replace(initramfs, patched_bytes(data, hook))
+    replace_atomically(initramfs, patched_bytes(data, hook))
     if not find_patch(initramfs.read_bytes()):
         raise PatchError("the patch did not read back")
     return True
@@ -324,7 +340,7 @@ def revert(initramfs: Path) -> bool:
     if not found:
         return False
     original = data[: found.original_size]
-    _replace(initramfs, original)
+    replace_atomically(initramfs, original)
     return True
 
 
