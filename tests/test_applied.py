@@ -30,7 +30,8 @@ def test_a_fresh_apply_prunes_nothing_and_cleans_what_it_names() -> None:
     for section in FULL.sections:
         plan = applied.plan(data, None, section)
         assert plan["wanted"] and not plan["recorded"] and plan["prune"] == []
-        assert [a["id"] for a in plan["remove"]] == [a.id for a in FULL.artifacts if a.section == section]
+        # Undone in the reverse order of the apply.
+        assert [a["id"] for a in plan["remove"]] == [a.id for a in FULL.artifacts if a.section == section][::-1]
 
 
 def test_a_dropped_setting_is_pruned() -> None:
@@ -85,7 +86,7 @@ def test_a_format_1_record_is_the_legacy_section() -> None:
     plan = applied.plan(FULL.as_dict(), json.dumps(old), "legacy")
     # The format unit is still wanted (the scratch section writes it again); the old guard path is not.
     assert [a["id"] for a in plan["prune"]] == ["guard-script"]
-    assert plan["prune"][0]["daemon_reload"] is False and plan["remove"][1]["daemon_reload"] is True
+    assert plan["prune"][0]["daemon_reload"] is False and plan["remove"][0]["daemon_reload"] is True
     assert applied.plan(FULL.as_dict(), json.dumps(old), "scratch")["activation"] == FULL.activation["scratch"]
 
 

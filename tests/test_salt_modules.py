@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 import string
 import sys
 import tempfile
@@ -248,6 +249,7 @@ def test_each_module_exposes_its_functions_and_no_helper(qubes: FakeQubes) -> No
         "version",
         "qubesd_extension",
         "section",
+        "preflight",
         "whole",
     }
 
@@ -297,6 +299,34 @@ def test_state_module_loads_without_the_qubes_commands(qubes: FakeQubes) -> None
 
 
 # --- the execution module ---
+
+
+@pytest.fixture(autouse=True)
+def apply_lock(tmp_path: Path, monkeypatch) -> Path:
+    """The formula's lock in a folder of the test's, and not held yet."""
+    import qubes_ephemeral.render.artifacts as artifacts
+
+    path = tmp_path / "run/apply.lock"
+    monkeypatch.setattr(artifacts, "APPLY_LOCK", str(path))
+    monkeypatch.delitem(sys.modules, "qubes_ephemeral_formula_lock", raising=False)
+    return path
+
+
+def test_a_run_refuses_while_another_holds_the_lock(apply_lock: Path) -> None:
+    import fcntl
+
+    apply_lock.parent.mkdir(parents=True)
+    other = os.open(apply_lock, os.O_RDWR | os.O_CREAT)  # another run's open file
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(CommandExecutionError, match="another run of the ephemeral formula holds"):
+            execution_module(pillar_example()).manifest()
+    finally:
+        os.close(other)
+    module = execution_module(pillar_example())
+    module.manifest()
+    module.manifest()  # the run holds it already: it never waits for itself
+    assert sys.modules["qubes_ephemeral_formula_lock"].fd is not None
 
 
 def pillar_example() -> dict[str, Any]:

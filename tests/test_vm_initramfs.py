@@ -9,6 +9,7 @@ appended archive and runs the patched /init is proven in the VM suite.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,47 @@ def test_a_marker_over_changed_bytes_is_an_error_not_a_patch(tmp_path: Path) -> 
     with pytest.raises(vm_initramfs.PatchError, match="original part was changed"):
         vm_initramfs.revert(path)
     assert path.read_bytes() == bytes(data)
+
+
+# --- replace_atomically: every write of ours (VM initramfs, crypttab, fstab, the record) ---
+
+
+def test_a_replace_keeps_mode_owner_and_label(tmp_path: Path) -> None:
+    target = tmp_path / "fstab"
+    target.write_bytes(b"old\r\n")
+    os.chmod(target, 0o640)
+    os.chown(target, 12, 34)
+    try:
+        os.setxattr(target, vm_initramfs.SELINUX_LABEL, b"system_u:object_r:etc_t:s0\0")
+    except OSError:
+        labelled = False  # no security.* xattrs here
+    else:
+        labelled = True
+    vm_initramfs.replace_atomically(target, b"new")
+    assert target.read_bytes() == b"new"
+    info = target.stat()
+    assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (0o640, 12, 34)
+    if labelled:
+        assert os.getxattr(target, vm_initramfs.SELINUX_LABEL) == b"system_u:object_r:etc_t:s0\0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fstab"], "no temporary file left"
+
+
+def test_a_missing_file_is_made_only_when_asked(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        vm_initramfs.replace_atomically(tmp_path / "crypttab", b"x")
+    vm_initramfs.replace_atomically(tmp_path / "crypttab", b"x", mode_if_new=0o644)
+    assert (tmp_path / "crypttab").stat().st_mode & 0o7777 == 0o644
+
+
+def test_what_a_killed_write_left_goes_with_the_next_write_and_nothing_else(tmp_path: Path) -> None:
+    target = tmp_path / "fstab"
+    target.write_bytes(b"old")
+    killed = tmp_path / ".fstab.qubes-ephemeral.ab_12xyz"  # mkstemp's name, as a kill before the rename leaves it
+    killed.write_bytes(b"half")
+    others = [tmp_path / ".fstab.qubes-ephemeral.toolongname", tmp_path / ".crypttab.qubes-ephemeral.ab_12xyz",
+              tmp_path / "fstab.qubes-ephemeral.ab_12xyz"]  # fmt: skip
+    for other in others:
+        other.write_bytes(b"not ours to remove")
+    assert vm_initramfs.temporaries(target) == [killed]
+    vm_initramfs.replace_atomically(target, b"new")
+    assert not killed.exists() and all(other.exists() for other in others)

@@ -9,8 +9,10 @@ Without either, the module is not loaded (``__virtual__`` says why).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,6 +77,31 @@ def _sync_once(saltenv: str) -> None:
         __context__["ephemeral.synced"] = True
 
 
+def _lock(saltenv: str) -> None:
+    """Hold the formula's lock until this process ends (a kill frees it too),
+    from before the record is first read: a second run racing this one
+    refuses before it reads or changes anything."""
+    # Salt reloads this module after a sync: the lock lives in sys.modules,
+    # which outlives that, so the run never waits for its own lock.
+    holder = sys.modules.setdefault("qubes_ephemeral_formula_lock", types.ModuleType("qubes_ephemeral_formula_lock"))
+    if getattr(holder, "fd", None) is not None:
+        return
+    _generator(saltenv)
+    from qubes_ephemeral.render.artifacts import APPLY_LOCK
+
+    os.makedirs(os.path.dirname(APPLY_LOCK), mode=0o755, exist_ok=True)
+    fd = os.open(APPLY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CommandExecutionError(
+            f"another run of the ephemeral formula holds {APPLY_LOCK}: nothing was changed. "
+            "Wait for it to end, then run again"
+        ) from None
+    holder.fd = fd  # type: ignore[attr-defined]
+
+
 def generator(saltenv: str = "base") -> str:
     """The folder the formula's generator is imported from: the formula's
     ``ephemeral/lib`` or the installed package's. From then on the
@@ -95,6 +122,7 @@ def manifest(description: object = None, saltenv: str = "base") -> dict[str, obj
     CLI Example: ``salt-call ephemeral.manifest``
     """
     _sync_once(saltenv)
+    _lock(saltenv)
     from_pillar = description is None
     if from_pillar and "ephemeral.manifest" in __context__:
         cached: dict[str, object] = __context__["ephemeral.manifest"]
@@ -145,6 +173,7 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
     plan = manifest(saltenv=saltenv)
     _generator(saltenv)
     from qubes_ephemeral.dom0 import applied
+    from qubes_ephemeral.render.artifacts import SHARED_FILES
 
     record = str(plan["applied_record"])
     text = None
@@ -153,9 +182,32 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
             text = handle.read()
     try:
         # ephemeral (init.sls) applies every section and takes over an earlier version's record.
-        return applied.plan(plan, text, name, cleaning, whole=bool(__context__.get("ephemeral.whole")))
+        missing = [path for path in SHARED_FILES if not os.path.exists(path)]
+        return applied.plan(plan, text, name, cleaning, whole=bool(__context__.get("ephemeral.whole")),
+                            missing=missing)  # fmt: skip
     except applied.RecordError as error:
         raise CommandExecutionError(f"{record}: {error}") from error
+
+
+def preflight(plan: dict[str, object], cleaning: bool = False, saltenv: str = "base") -> bool:
+    """Before a section's apply (or clean) changes anything: every target
+    writable, nothing of dom0 in the way (qubes_ephemeral.dom0.preflight).
+    The formula asks while it renders, so a refusal stops the whole run
+    before its first state, test=True included.
+
+    CLI Example: ``salt-call ephemeral.preflight "$(salt-call --out=json ephemeral.section scratch)"``
+    """
+    _generator(saltenv)
+    from qubes_ephemeral.dom0 import preflight as checks
+
+    found = checks.problems(plan, checks.Files(), cleaning)
+    if found:
+        what = "clean" if cleaning else "apply"
+        raise CommandExecutionError(
+            f"the {what} of section {plan.get('section')} cannot go ahead, nothing was changed:\n- "
+            + "\n- ".join(found)
+        )
+    return True
 
 
 def whole() -> bool:

@@ -78,8 +78,7 @@ def _edit(name: str, target: str, edit: Callable[[str], str], create: bool, what
         ret.update(result=False, comment=f"{target}: {error}; nothing was changed")
         return ret
     if after == before:
-        ret["comment"] = f"{target}: {what} already"
-        return ret
+        return _swept(ret, target, f"{target}: {what} already")
     ret["changes"] = {"diff": _diff(before or "", after, target)}
     if __opts__["test"]:
         ret.update(result=None, comment=f"{target}: would be {what}")
@@ -93,6 +92,28 @@ def _edit(name: str, target: str, edit: Callable[[str], str], create: bool, what
     return ret
 
 
+def _swept(ret: Ret, target: str, comment: str) -> Ret:
+    """The temporary files a write of ``target`` killed before its rename
+    left beside it, removed (a write removes them too)."""
+    __salt__["ephemeral.generator"]()
+    from pathlib import Path
+
+    from qubes_ephemeral.payload.vm_initramfs import temporaries
+
+    leftovers = temporaries(Path(os.path.realpath(target)))
+    ret["comment"] = comment
+    if not leftovers:
+        return ret
+    ret["changes"] = {"leftovers": [str(path) for path in leftovers]}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{comment}; an interrupted write's temporary files would be removed")
+        return ret
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    ret["comment"] = f"{comment}; an interrupted write's temporary files were removed"
+    return ret
+
+
 def _diff(before: str, after: str, target: str) -> str:
 
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), target, target))
@@ -101,13 +122,19 @@ def _diff(before: str, after: str, target: str) -> str:
 def block(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
     """Our block between its markers in ``artifact["target"]``: put there
     (prepended when absent; a missing file is made with the block alone) or,
-    with ``present`` False, taken out so the file is byte for byte as before."""
+    with ``present`` False, taken out so the file is byte for byte as before;
+    a file we made (``artifact["creates"]``) goes when that leaves it empty."""
     item = _artifact(artifact)
     from qubes_ephemeral.dom0 import textedit
 
     if present:
         return _edit(name, item.target, lambda text: textedit.apply_block(text, item), True, "block in place")
-    return _edit(name, item.target, lambda text: textedit.remove_block(text, item), False, "block removed")
+    ret = _edit(name, item.target, lambda text: textedit.remove_block(text, item), False, "block removed")
+    if ret["result"] is not False and artifact.get("creates") and _read(item.target) == "" and not __opts__["test"]:
+        os.unlink(os.path.realpath(item.target))
+        ret["changes"]["removed"] = item.target
+        ret["comment"] += "; the file qubes-ephemeral made is removed"
+    return ret
 
 
 def commented(name: str, artifact: dict[str, Any], present: bool = True) -> Ret:
@@ -139,8 +166,7 @@ def recorded(name: str, record: str, entry: dict[str, Any] | None = None, first:
         ret.update(result=False, comment=str(error))
         return ret
     if after == before or (after is not None and before is not None and json.loads(after) == json.loads(before)):
-        ret["comment"] = f"the record of {name} is up to date"
-        return ret
+        return _swept(ret, record, f"the record of {name} is up to date")
     ret["changes"] = {"record": record, "section": name, "entry": "written" if entry is not None else "removed"}
     if __opts__["test"]:
         ret.update(result=None, comment=f"the record of {name} would be updated")
@@ -149,6 +175,7 @@ def recorded(name: str, record: str, entry: dict[str, Any] | None = None, first:
         if after is None:
             if os.path.exists(record):
                 os.remove(record)
+            _swept(_ret(name), record, "")
         else:
             os.makedirs(os.path.dirname(record), mode=0o755, exist_ok=True)
             write_atomically(record, after)

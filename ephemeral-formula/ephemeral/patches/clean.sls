@@ -2,5 +2,5 @@
     kernels, give every VM kernel its original initramfs back (even when the
     pillar no longer asks for the patch), then take the tool away. -#}
 {%- from "ephemeral/map.jinja" import manifest, tools with context %}
-{%- from "ephemeral/patches/macros.jinja" import clean_patches with context %}
-{{ clean_patches(manifest, tools, ['patches']) }}
+{%- from "ephemeral/cleans.jinja" import clean_section with context %}
+{{ clean_section('patches', manifest, tools, ['patches']) }}

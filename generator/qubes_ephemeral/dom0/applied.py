@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from qubes_ephemeral.description import values
 from qubes_ephemeral.description.problems import Invalid
@@ -34,6 +34,8 @@ from qubes_ephemeral.render.artifacts import KINDS, LIBEXEC, SECTIONS, SHARED_FI
 from qubes_ephemeral.render.layout import JOURNALD_DROPIN
 
 LEGACY = "legacy"
+# What an artifact in crypttab or fstab is: our lines in a file that is not ours.
+SHARED_KINDS = ("block", "comment-out")
 # The one drop-in name of format 1 records (now one per section: render.dropins).
 LEGACY_DROPIN = ".d/50-qubes-ephemeral.conf"
 Entry = dict[str, object]
@@ -161,36 +163,47 @@ def _kept_by_others(entries: dict[str, Entry], leaving: Iterable[str]) -> set[st
 
 
 def plan(manifest: dict[str, object], record_text: str | None, section: str,
-         cleaning: Iterable[str] | None = None, whole: bool = False) -> dict[str, object]:  # fmt: skip
+         cleaning: Iterable[str] | None = None, whole: bool = False,
+         missing: Iterable[str] = ()) -> dict[str, object]:  # fmt: skip
     """What the formula does for ``section``: see the module docstring.
     ``cleaning``: for a clean, every section the same run cleans (a full
     clean names all); None for an apply. ``whole``: the run applies every
-    section of the pillar and takes over an earlier version's record."""
+    section of the pillar and takes over an earlier version's record.
+    ``missing``: the shared files (crypttab, fstab) that do not exist now."""
     entries = load(record_text)
     clean = cleaning is not None
     cleaning = [*(cleaning or ()), *([LEGACY] if whole else [])]
     raw = manifest.get("artifacts")
     every = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
-    current = [a for a in every if a.get("section") == section]
-    recorded = _artifacts(entries.get(section))
+    mark = _creates(entries, missing)
+    current = mark([a for a in every if a.get("section") == section])
+    recorded = mark(_artifacts(entries.get(section)))
     # For the legacy record: whatever a full apply of the pillar now does not put in place again.
     wanted = {identity(a) for a in (every if section == LEGACY else current)}
     kept = _kept_by_others(entries, {section, *cleaning})
     prune = [a for a in recorded if identity(a) not in wanted and not _still_used(a, kept)]
-    remove = [a for a in _unique([*current, *recorded]) if not _still_used(a, kept)]
+    # Undone in the reverse order of the apply (render.manifest orders it).
+    remove = [a for a in reversed(_unique([*current, *recorded])) if not _still_used(a, kept)]
     activation = manifest.get("activation")
     now = activation.get(section) if isinstance(activation, dict) else None
     before = entries.get(section, {}).get("activation")
+    applied = manifest.get("applied")
+    final = applied.get(section) if isinstance(applied, dict) else None
     return {
         # What a clean stops: the units the last apply put in place, not the pillar's now.
         "clean_activation": before or now,
         # Written before an apply changes anything: a kill midway leaves a record
         # that names all it may have put in place (narrowed at the end).
         "record_first": {"artifacts": _unique([*recorded, *current]), "activation": now or before},
+        # Written once the apply succeeded.
+        "record_final": {**final, "artifacts": mark(final["artifacts"])} if isinstance(final, dict) else None,
         "blocked": _blocked(entries, section, cleaning, clean),
         "section": section,
         "wanted": section in (manifest.get("sections") or []),  # type: ignore[operator]
         "recorded": section in entries,
+        # What an apply recorded, the blocks an earlier version wrote included:
+        # a block between our markers that is not in here is someone else's.
+        "recorded_artifacts": recorded + [a for a in _artifacts(entries.get(LEGACY)) if a.get("kind") in SHARED_KINDS],
         "artifacts": current,
         "prune": prune,
         "remove": remove,
@@ -199,6 +212,21 @@ def plan(manifest: dict[str, object], record_text: str | None, section: str,
         "reload_on_apply": any(a.get("daemon_reload") for a in [*current, *prune]),
         "reload_on_clean": any(a.get("daemon_reload") for a in remove),
     }
+
+
+def _creates(entries: dict[str, Entry], missing: Iterable[str]) -> Callable[[list[ArtifactData]], list[ArtifactData]]:
+    """Marks our blocks in a shared file that qubes-ephemeral made (it was
+    missing): the clean that leaves it empty removes it. Any section's record
+    keeps that fact, so whichever section is cleaned last knows it."""
+    made = {str(t) for t in missing if t in SHARED_FILES} | {
+        str(a["target"]) for entry in entries.values() for a in _artifacts(entry) if a.get("creates")
+    }
+
+    def mark(artifacts: list[ArtifactData]) -> list[ArtifactData]:
+        return [{**a, "creates": True} if a.get("kind") == "block" and a.get("target") in made else a
+                for a in artifacts]  # fmt: skip
+
+    return mark
 
 
 def _blocked(entries: dict[str, Entry], section: str, cleaning: Iterable[str], clean: bool) -> str | None:

@@ -1,9 +1,8 @@
 """Pure edits of shared files (crypttab, fstab): what applying an artifact
 does to their text, byte for byte.
 
-``diff`` uses these to show what an apply would change; the formula makes
-the same edits with Salt's file.blockreplace and file.replace, and the Salt
-tests check that both agree.
+``diff`` uses these to show what an apply would change; the formula's
+state module (_states/ephemeral_files.py) makes its edits with them.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from __future__ import annotations
 import re
 
 from qubes_ephemeral.render.artifacts import Block, CommentOut
+
+OTHER_BLANKS = str.maketrans("\r\v\f", "   ")
 
 
 def lines_of(text: str) -> list[str]:
@@ -61,7 +62,13 @@ def remove_block(text: str, block: Block) -> str:
 
 
 def comment_out(text: str, artifact: CommentOut) -> str:
-    return re.sub(artifact.pattern, lambda m: artifact.prefix + m.group(0), text, flags=re.MULTILINE)
+    """Each line the pattern matches, prefixed. A line is matched with its
+    other blanks (CR of CRLF, vertical tab, form feed) read as spaces: however
+    it is written, a swap line is the same claim."""
+    return "".join(
+        artifact.prefix + line if re.search(artifact.pattern, line.rstrip("\n").translate(OTHER_BLANKS)) else line
+        for line in lines_of(text)
+    )
 
 
 def restore(text: str, artifact: CommentOut) -> str:

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import errno
 import hashlib
 import json
 import lzma
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -274,18 +277,36 @@ def append_archive(original: bytes, entries: list[Entry]) -> bytes:
 # --- files ---
 
 
+TEMPORARY_TAG = ".qubes-ephemeral."
+SELINUX_LABEL = "security.selinux"
+
+
+def temporaries(path: Path) -> list[Path]:
+    """What writes of ``path`` that were killed before their rename left
+    beside it: ``replace_atomically``'s temporary files, by their name."""
+    prefix = f".{path.name}{TEMPORARY_TAG}"
+    try:
+        names = os.listdir(path.parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = [path.parent / name for name in sorted(names) if re.fullmatch(re.escape(prefix) + r"[a-z0-9_]{8}", name)]
+    return [candidate for candidate in found if stat.S_ISREG(candidate.lstat().st_mode)]
+
+
 def replace_atomically(path: Path, content: bytes, mode_if_new: int | None = None) -> None:
     """Write ``content`` to ``path`` in one rename (a kill leaves the old or
-    the new file, never half of one), keeping its mode and owner. A missing
-    file is an error, unless ``mode_if_new`` says how to make it. The formula's
-    edits of crypttab and fstab use it too (_states/ephemeral_files.py)."""
+    the new file, never half of one), keeping its mode, owner and SELinux
+    label. A missing file is an error, unless ``mode_if_new`` says how to make
+    it. What an earlier write killed midway left beside it goes. The
+    formula's edits of crypttab and fstab use it too (_states/ephemeral_files.py)."""
     try:
         info: os.stat_result | None = path.stat()
     except FileNotFoundError:
         if mode_if_new is None:
             raise
         info = None
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.qubes-ephemeral.", dir=path.parent)
+    stale = temporaries(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}{TEMPORARY_TAG}", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(content)
@@ -296,16 +317,30 @@ def replace_atomically(path: Path, content: bytes, mode_if_new: int | None = Non
         else:
             os.chmod(temporary, info.st_mode & 0o7777)
             os.chown(temporary, info.st_uid, info.st_gid)
+            _copy_label(path, temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def _copy_label(source: Path, target: str) -> None:
+    """The SELinux label of the file replaced, where there is one."""
+    try:
+        label = os.getxattr(source, SELINUX_LABEL)
+    except OSError as error:
+        if error.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return
+        raise
+    os.setxattr(target, SELINUX_LABEL, label)
 
 
 def status(initramfs: Path) -> str:

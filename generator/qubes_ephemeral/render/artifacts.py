@@ -204,6 +204,8 @@ class Manifest:
 CRYPTTAB = "/etc/crypttab"
 FSTAB = "/etc/fstab"
 SHARED_FILES = (CRYPTTAB, FSTAB)
+# Held by a formula run from its first render to its end: two runs never interleave.
+APPLY_LOCK = "/run/qubes-ephemeral/apply.lock"
 SYSTEMD_DIRS = (f"{UNIT_DIR}/", *SHARED_FILES)
 
 

@@ -143,6 +143,7 @@ def _scratch_activation(scratch: Scratch, description: Description) -> dict[str,
     return {
         "guard": guard_path("scratch"),
         "device": scratch.device.path,
+        "device_aliases": list(scratch.device.aliases),
         "wipe_existing": scratch.wipe_existing,
         "crypt_unit": naming.cryptsetup_unit(scratch.name),
         "mapping": naming.mapping(scratch.name),
@@ -180,15 +181,18 @@ def sections(description: Description) -> tuple[str, ...]:
 def render(description: Description) -> Manifest:
     artifacts: list[Artifact] = []
     scratch, swap = description.scratch, description.swap
+    # Apply order, and its reverse for clean: a kill between two steps never
+    # leaves a device keyed without its guard, nor claimed both by our
+    # crypttab line and by the persistent swap line we take over.
     if scratch:
-        artifacts += _blocks(scratch, "scratch", scratch_fstab_line(scratch))
         artifacts += _guard(scratch, "scratch")
         artifacts += scratch_units(scratch)
+        artifacts += _blocks(scratch, "scratch", scratch_fstab_line(scratch))
     if swap:
-        artifacts += _blocks(swap, "swap", swap_fstab_line(swap))
         if swap.replace:
             artifacts.append(swap_takeover(swap))
         artifacts += _guard(swap, "swap")
+        artifacts += _blocks(swap, "swap", swap_fstab_line(swap))
     artifacts += layout.artifacts(description)
     artifacts += private_cow.artifacts(description)
     return Manifest(description.activate, tuple(artifacts), activation(description), sections(description),

@@ -1,0 +1,256 @@
+"""Before a section's apply or clean changes anything: every target can be
+written, and nothing of dom0 is in the way.
+
+A step that fails half-way leaves dom0 half-changed, so what can be known
+up front is checked up front, all of it at once:
+
+- every file and folder the run writes can be written: not on a read-only
+  filesystem, not immutable or append-only (chattr), nor its folder;
+- our markers in crypttab and fstab are whole, and a block between them
+  is ours: one no apply recorded, with other lines than ours, is someone
+  else's (or an older tool's) and is left alone; so is a line that starts
+  with our takeover's prefix but that no apply recorded;
+- apply only: no line of crypttab or fstab but ours names a device we key,
+  under any of its names (UUID=, LABEL=, /dev/mapper/..., /dev/dm-N, a
+  /dev/disk/by-* link: whatever resolves to the same block device), nor
+  our mapping's name or our mount point; a persistent swap line the takeover
+  comments out is the one exception;
+- apply only: the mount point is a plain folder, empty or already mounted,
+  so mounting never hides files and ``chattr +i`` never freezes someone's.
+
+``Files`` is the door to the live system; the tests give it a root folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import stat
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from qubes_ephemeral.dom0 import textedit
+from qubes_ephemeral.render.artifacts import CRYPTTAB, FSTAB, Artifact, Block, CommentOut, from_dict
+
+FS_IOC_GETFLAGS = 0x80086601  # linux/fs.h, as on x86_64
+IMMUTABLE, APPEND_ONLY = 0x10, 0x20
+# fstab and crypttab name a device by a tag or by a path; each tag is a /dev/disk/by-* link.
+TAGS = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid", "PARTLABEL": "by-partlabel", "ID": "by-id"}
+
+ArtifactData = Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Files:
+    """The live filesystem, seen from ``root`` (``/`` in dom0)."""
+
+    root: str = "/"
+
+    def path(self, path: str) -> str:
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def read(self, path: str) -> str | None:
+        try:
+            with open(self.path(path), "rb") as handle:
+                return handle.read().decode("utf-8", "surrogateescape")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def why_unwritable(self, path: str, itself: bool = True) -> str | None:
+        """Why ``path`` cannot be written (replaced, created or removed), or
+        None. ``itself`` False: only its folder matters (we change its flags)."""
+        real = os.path.realpath(self.path(path))
+        checks = [real] if itself and os.path.lexists(real) else []
+        folder = os.path.dirname(real)
+        while not os.path.exists(folder):  # made on the way (makedirs): its first existing parent
+            folder = os.path.dirname(folder)
+        checks.append(folder)
+        for candidate in checks:
+            try:
+                if os.statvfs(candidate).f_flag & os.ST_RDONLY:
+                    return f"{candidate} is on a read-only filesystem"
+            except OSError as error:
+                return f"{candidate}: {error.strerror}"
+            flags = _flags(candidate)
+            if flags & IMMUTABLE:
+                return f"{candidate} is immutable (chattr +i)"
+            if flags & APPEND_ONLY:
+                return f"{candidate} is append-only (chattr +a)"
+        return None
+
+    def device(self, spec: str) -> tuple[str, object] | None:
+        """What a crypttab or fstab device field names: ("dev", major:minor)
+        for a block device, ("path", its real path) otherwise; None when it
+        names nothing here (then only its spelling can be compared)."""
+        name = _unescape(spec)
+        tag, _, value = name.partition("=")
+        if tag in TAGS and value:
+            name = f"/dev/disk/{TAGS[tag]}/{value.strip(chr(34) + chr(39))}"
+        elif not name.startswith("/"):
+            return None
+        try:
+            info = os.stat(self.path(name))
+        except OSError:
+            return None
+        if stat.S_ISBLK(info.st_mode):
+            return ("dev", info.st_rdev)
+        return ("path", os.path.realpath(self.path(name)))
+
+    def mountpoint_problem(self, path: str) -> str | None:
+        full = self.path(path)
+        if os.path.islink(full):
+            return f"the mount point {path} is a symlink: name the folder it points to, or another one"
+        if not os.path.lexists(full):
+            return None
+        if not os.path.isdir(full):
+            return f"the mount point {path} exists and is not a folder"
+        if not os.path.ismount(full) and os.listdir(full):
+            return (f"the mount point {path} already holds files: the scratch filesystem would hide them. "
+                    "Move them away or choose another mount point")  # fmt: skip
+        return None
+
+
+def _flags(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    try:
+        # The kernel writes an int, whatever the ioctl's name says.
+        return int(struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)[:4])[0])
+    except OSError as error:
+        if error.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):  # no such flags there
+            return 0
+        raise
+    finally:
+        os.close(fd)
+
+
+def _unescape(field: str) -> str:
+    """fstab and crypttab write a space as \\040 (and so on, in octal)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def active_fields(text: str) -> Iterable[list[str]]:
+    """The fields of each line that is not blank or a comment."""
+    for line in textedit.lines_of(text):
+        fields = line.split()
+        if fields and not fields[0].startswith("#"):
+            yield fields
+
+
+def _outside(text: str, blocks: Iterable[Block]) -> str:
+    """The file without our blocks (each as the markers find it)."""
+    for block in blocks:
+        try:
+            text = textedit.remove_block(text, block)
+        except ValueError:  # damaged markers: reported on their own
+            continue
+    return text
+
+
+def problems(plan: Mapping[str, object], files: Files, cleaning: bool = False) -> list[str]:
+    """Every reason the section's apply (or clean) must not start; [] to go.
+
+    ``plan``: the section's plan (qubes_ephemeral.dom0.applied.plan)."""
+    items = _items(plan, "remove" if cleaning else "artifacts")
+    if not cleaning:
+        items += _items(plan, "prune")
+    found: list[str] = []
+    for item, _ in items:
+        found += _writable(item.kind, item.target, files)
+    found += _markers(plan, items, files, cleaning)
+    if not cleaning:
+        found += _claims(plan, files)
+        for item, _ in items:
+            if item.kind == "directory" and (problem := files.mountpoint_problem(item.target)):
+                found.append(problem)
+    return list(dict.fromkeys(found))
+
+
+def _items(plan: Mapping[str, object], key: str) -> list[tuple[Artifact, ArtifactData]]:
+    raw = plan.get(key)
+    return [(from_dict(dict(a)), a) for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
+
+
+def _writable(kind: str, target: str, files: Files) -> list[str]:
+    # Our mount point is immutable on purpose: the apply and the clean change its flag.
+    why = files.why_unwritable(target, itself=kind not in ("directory",))
+    return [f"cannot change {target}: {why}"] if why else []
+
+
+def _markers(plan: Mapping[str, object], items: list[tuple[Artifact, ArtifactData]], files: Files,
+             cleaning: bool) -> list[str]:  # fmt: skip
+    recorded = {a.get("marker_start") for a in _recorded(plan) if a.get("kind") == "block"}
+    taken = {a.get("pattern") for a in _recorded(plan) if a.get("kind") == "comment-out"}
+    found = []
+    for item, _ in items:
+        text = files.read(item.target) if isinstance(item, Block | CommentOut) else None
+        if text is None:
+            continue
+        if isinstance(item, CommentOut) and item.pattern not in taken and re.search(item.restore_pattern, text, re.M):
+            # A clean gives back every line with our prefix: only ours may have it.
+            found.append(f"{item.target} has lines that start with {item.prefix!r} that no apply of qubes-ephemeral "
+                         "recorded: a clean would uncomment them. Change them by hand, then run again")  # fmt: skip
+        if not isinstance(item, Block):
+            continue
+        try:
+            position = textedit.find_block(text, item)
+        except ValueError as error:
+            found.append(f"{item.target}: {error}; fix them by hand")
+            continue
+        if position is None or item.marker_start in recorded:
+            continue
+        start, end = position
+        inside = "".join(textedit.lines_of(text)[start + 1 : end])
+        if cleaning or inside != item.content:
+            found.append(f"{item.target} already has a block between the markers of section {plan.get('section')} "
+                         "that no apply of qubes-ephemeral recorded: someone else wrote it, or an older tool left "
+                         "it. Remove it (markers included) by hand, then run again")  # fmt: skip
+    return found
+
+
+def _recorded(plan: Mapping[str, object]) -> list[ArtifactData]:
+    raw = plan.get("recorded_artifacts")
+    return [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
+
+
+def _claims(plan: Mapping[str, object], files: Files) -> list[str]:
+    """Lines of crypttab and fstab, ours aside, that name what we key or mount."""
+    activation = plan.get("activation")
+    if not isinstance(activation, dict):
+        return []
+    # Ours: the blocks the pillar asks for, and those an apply recorded (an earlier version's too).
+    recorded = [from_dict(dict(a)) for a in _recorded(plan)]
+    ours = [item for item in [*(item for item, _ in _items(plan, "artifacts")), *recorded] if isinstance(item, Block)]
+    takeovers = [item for item, _ in _items(plan, "artifacts") if isinstance(item, CommentOut)]
+    device = str(activation.get("device", ""))
+    names = {device, *map(str, activation.get("device_aliases") or ())}
+    identity = files.device(device)
+    mapping = str(activation.get("mapping", ""))
+    mapping_name = os.path.basename(mapping)
+    mountpoint = activation.get("mountpoint")
+    found = []
+    for target, device_field in ((CRYPTTAB, 1), (FSTAB, 0)):
+        text = files.read(target)
+        if text is None:
+            continue
+        text = _outside(text, [b for b in ours if b.target == target])
+        for takeover in takeovers:
+            if takeover.target == target:
+                text = textedit.comment_out(text, takeover)
+        for fields in active_fields(text):
+            where = f"{target}: the line {' '.join(fields)!r}"
+            named = fields[device_field] if len(fields) > device_field else ""
+            if named and (named in names or (identity is not None and files.device(named) == identity)):
+                found.append(f"{where} names {device}, the device this section keys: one device, two claims. "
+                             "Remove that line, or (a persistent swap) name it as the description does so that "
+                             "replace: true takes it over")  # fmt: skip
+            if target == CRYPTTAB and fields[0] == mapping_name:
+                found.append(f"{where} already opens a mapping named {mapping_name}: choose another name")
+            if target == FSTAB and len(fields) > 1 and (fields[0] == mapping or fields[1] == mountpoint):
+                found.append(f"{where} already uses {fields[0] if fields[0] == mapping else mountpoint}")
+    return found
