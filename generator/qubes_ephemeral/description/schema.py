@@ -131,7 +131,8 @@ SCRATCH = Section(
                 "Mount options, one per item (nofail and x-systemd.* are added by qubes-ephemeral).",
                 values.mount_options),
         Setting("consumers", "list of unit names", (),
-                "systemd units that must start only after the scratch filesystem is mounted.", values.units),
+                "systemd units that must start only after the scratch filesystem is mounted: services, sockets, "
+                "timers or paths, none named qubes-ephemeral-*, systemd-*, dbus* or init.*.", values.units),
     ),
 )  # fmt: skip
 
@@ -209,7 +210,8 @@ TRACES = Section(
             "writers",
             "list of unit names",
             ("qubesd.service", "libvirtd.service", "xenconsoled.service"),
-            "Services that write those logs; they start only after the bind mounts.",
+            "Services that write those logs; they start only after the bind mounts (the same rules as "
+            "scratch.consumers).",
             values.units,
         ),
         Setting(

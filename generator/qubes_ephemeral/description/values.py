@@ -221,12 +221,26 @@ def mount_options(value: object) -> tuple[str, ...]:
 UNIT = re.compile(r"[A-Za-z0-9:_.@\\-]+\.(service|socket|mount|target|timer|path|swap)")
 
 
+# A unit made to wait for our mounts must start after local-fs.target: not
+# one of ours (it would wait for itself), not an early-boot unit of systemd's,
+# not a unit that groups or mounts others (an ordering cycle at boot).
+WAITING_TYPES = (".service", ".socket", ".timer", ".path")
+
+
 def units(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Invalid(f"expected a list of systemd unit names, got {kind_of(value)}", "write e.g. [qubesd.service]")
     for index, item in enumerate(value):
         if not isinstance(item, str) or not UNIT.fullmatch(item):
             raise Invalid(f"item {index} ({item!r}) is not a systemd unit name", "write e.g. qubesd.service")
+        if "qubes-ephemeral" in item or item.startswith(("systemd-", "dbus", "init.")):
+            raise Invalid(f"item {index} ({item!r}) is one of qubes-ephemeral's or systemd's own units, which start "
+                          "before the mounts it would wait for", "name a service of the system, e.g. qubesd.service")  # fmt: skip
+        if not item.endswith(WAITING_TYPES):
+            raise Invalid(f"item {index} ({item!r}) is a {item.rsplit('.', 1)[1]} unit: making it wait for our mounts "
+                          "can make an ordering cycle at boot", "name a service, e.g. qubesd.service")  # fmt: skip
+        if value.index(item) != index:
+            raise Invalid(f"item {index} ({item!r}) is named twice", "name each unit once")
     return tuple(value)
 
 
