@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import PILLAR_EXAMPLE, ROOT, description, run_cli
 from qubes_ephemeral import __version__
 from qubes_ephemeral.description import schema
@@ -212,3 +213,27 @@ def test_applied_says_whether_the_formulas_changes_are_in_dom0(tmp_path: Path) -
         assert applied.status == 0 and "state.apply ephemeral.clean" in applied.stdout
         assert f"/{record}" in applied.stdout
         (tmp_path / record).unlink()
+
+
+def test_endless_input_is_refused_at_the_size_limit() -> None:
+    result = run_cli("validate", "/dev/zero")
+    assert result.status == 2 and "larger than" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("shape", ["a-file", "a-file-on-the-way", "missing"])
+def test_diff_with_an_odd_root_refuses_in_one_line(tmp_path: Path, shape: str) -> None:
+    root = tmp_path / "root"
+    if shape == "a-file":
+        root.write_text("")
+    elif shape == "a-file-on-the-way":
+        (root / "usr/local").mkdir(parents=True)
+        (root / "usr/local/libexec").write_text("")
+    result = run_cli("diff", str(PILLAR_EXAMPLE), "--root", str(root))
+    assert result.status == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("qubes-ephemeral: --root")
+
+
+def test_a_reader_that_stops_early_is_no_error() -> None:
+    done = subprocess.run(f"'{sys.executable}' -m qubes_ephemeral reference | true",
+                          shell=True, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.stderr == "", done.stderr

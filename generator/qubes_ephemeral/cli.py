@@ -14,6 +14,7 @@ from qubes_ephemeral.api import describe
 from qubes_ephemeral.description import reference, schema
 from qubes_ephemeral.description.model import Description
 from qubes_ephemeral.description.problems import DescriptionError, Problem
+from qubes_ephemeral.description.source import MAX_BYTES
 from qubes_ephemeral.dom0 import audit, audit_report, diff, probe
 from qubes_ephemeral.render.artifacts import APPLIED_RECORD, QUBES_RECORD, Block, Manifest
 from qubes_ephemeral.render.emit import EmitError, emit
@@ -29,10 +30,13 @@ class UsageError(Exception):
 
 
 def _read_input(name: str) -> bytes:
+    """The description's bytes; reading stops one byte past the size limit,
+    so endless input (/dev/zero, a pipe) is refused, not read to the end."""
     if name == "-":
-        return sys.stdin.buffer.read()
+        return sys.stdin.buffer.read(MAX_BYTES + 1)
     try:
-        return Path(name).read_bytes()
+        with open(name, "rb") as handle:
+            return handle.read(MAX_BYTES + 1)
     except OSError as error:
         raise UsageError(f"cannot read {name}: {error.strerror}") from None
 
@@ -76,10 +80,14 @@ def cmd_render(args: argparse.Namespace, description: Description) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, description: Description) -> int:
+    if not Path(args.root).is_dir():
+        raise UsageError(f"--root {args.root}: not a folder (the root of the system whose files to compare)")
     try:
         changes = diff.plan(render(description), Path(args.root))
     except ValueError as error:
         raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"--root {args.root}: cannot read {error.filename}: {error.strerror}") from None
     pending = [c for c in changes if c.changed]
     if args.json:
         files = [{"target": c.target, "status": "create" if c.before is None else "modify", "diff": c.unified()}
@@ -213,4 +221,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `qubes-ephemeral reference | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = EXIT_OK
+    sys.exit(status)
