@@ -124,6 +124,10 @@ def test_a_mount_point_that_holds_files_or_is_a_symlink_is_refused(root: Path) -
     (root / "var/lib/elsewhere").mkdir()
     mountpoint.symlink_to("elsewhere")
     assert any("is a symlink" in p for p in check(root, "scratch"))
+    mountpoint.unlink()
+    (root / "var/lib").rename(root / "var/lib-real")
+    (root / "var/lib").symlink_to("lib-real")
+    assert any("/var/lib, on the way to the mount point" in p for p in check(root, "scratch"))
 
 
 def test_an_immutable_file_is_refused_for_apply_and_clean(root: Path) -> None:

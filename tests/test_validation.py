@@ -35,6 +35,32 @@ DOM0_REFUSED = [
     "/dev/mapper/luks-0b5e3c9a-1111-2222-3333-444455556666",
     "/dev/disk/by-id/dm-uuid-CRYPT-LUKS2-0b5e3c9a11112222333344445555666-luks-0b5e",
     "/dev/disk/by-id/lvm-pv-uuid-AbCdEf-1234-5678",
+    # A qube's volume in any volume group (a second Qubes LVM pool), under each of its names.
+    "/dev/vg2/vm-work-private",
+    "/dev/mapper/vg2-vm--work--private",
+    "/dev/disk/by-id/dm-name-vg2-vm--work--root--snap",
+    # Opaque device-mapper UUIDs: any volume, root included.
+    "/dev/disk/by-id/dm-uuid-LVM-AbCdEf0123456789AbCdEf0123456789",
+    "/dev/disk/by-id/dm-uuid-part1-mpath-3600",
+    # LVM's hidden sub-volumes, in any volume group.
+    *[
+        f"/dev/vg2/lv{suffix}"
+        for suffix in (
+            "_corig",
+            "_wcorig",
+            "_vorigin",
+            "_cpool",
+            "_vpool",
+            "_imeta",
+            "_iorig",
+            "_cdata",
+            "_cmeta",
+            "_vdata",
+            "_pmspare",
+            "_mlog",
+            "_rimage_0",
+        )
+    ],
 ]
 
 UNSTABLE = ["/dev/sda", "/dev/sda3", "/dev/nvme0n1", "/dev/nvme0n1p2", "/dev/vdb", "/dev/vdb1", "/dev/xvda",
@@ -80,6 +106,13 @@ CASES: list[tuple[str, str, str, str]] = [
      "system directory"),
     ("mount-appvms", description(scratch={"mountpoint": "/var/lib/qubes/appvms"}), "ephemeral.scratch.mountpoint",
      "inside"),
+    *[(f"mount-not-allowed-{path}", description(scratch={"mountpoint": path}), "ephemeral.scratch.mountpoint",
+       "not among the places") for path in ("/var/lib/rpm", "/var/lib/rpm/x", "/var/run/x", "/var/lock/x",
+                                              "/var/lib/qubes/ephemeral-pool", "/var/lib/systemd", "/opt/x",
+                                              "/var/cache/x", "/media/x", "/var/lib/qubes-ephemeralx")],
+    ("mount-long", description(scratch={"mountpoint": "/mnt/" + "x" * 58}), "ephemeral.scratch.mountpoint",
+     "longer than 62"),
+    ("name-long", description(scratch={"name": "a" * 58}), "ephemeral.scratch.name", "at most 57"),
     ("mount-etc", description(scratch={"mountpoint": "/etc/x"}), "ephemeral.scratch.mountpoint", "inside /etc"),
     ("mount-boot", description(scratch={"mountpoint": "/boot"}), "ephemeral.scratch.mountpoint", "inside /boot"),
     ("mount-home", description(scratch={"mountpoint": "/home/user/tmp"}), "ephemeral.scratch.mountpoint", "/home"),

@@ -19,8 +19,11 @@ DOM0_VG = "qubes_dom0"
 DOM0_PROTECTED_LVS = frozenset({"root", "pool00", "root-pool", "vm-pool"})
 DOM0_SWAP_LV = "swap"
 # LVM's hidden sub-volumes (thin pool data/metadata, RAID/mirror legs, spares).
-LVM_INTERNAL_SUFFIXES = ("_tmeta", "_tdata", "_tierdata", "_pmspare", "_mlog", "_cdata", "_cmeta", "_vdata")
-LVM_INTERNAL_INFIXES = ("_rimage_", "_rmeta_", "_mimage_")
+# LVM's hidden sub-volumes (thin pool data/metadata, cache and VDO layers,
+# origins kept by a cache or a writecache, RAID/mirror legs, spares).
+LVM_INTERNAL_SUFFIXES = ("_tmeta", "_tdata", "_tierdata", "_pmspare", "_mlog", "_cdata", "_cmeta", "_cpool", "_vdata",
+                         "_vpool", "_corig", "_wcorig", "_vorigin", "_imeta", "_iorig")  # fmt: skip
+LVM_INTERNAL_INFIXES = ("_rimage_", "_rmeta_", "_mimage_", "_imeta_", "_iorig_")
 # Device-mapper layers LVM stacks under a visible volume.
 DM_LAYER_SUFFIXES = ("-tpool", "-real", "-cow", "-tdata", "-tmeta")
 
@@ -87,6 +90,11 @@ def _check_volume(volume: LogicalVolume, role: str) -> None:
         raise Invalid(f"'{volume.vg}/{lv}' is an internal LVM sub-volume", "name a logical volume of your own")
     if lv.endswith(DM_LAYER_SUFFIXES):
         raise Invalid(f"'{volume.vg}/{lv}' is a device-mapper layer under another volume", "name the volume itself")
+    if lv.startswith("vm-"):  # Qubes' LVM pools name every volume vm-QUBE-VOLUME, in any volume group
+        raise Invalid(
+            f"'{volume.vg}/{lv}' is a qube's volume; keying it destroys that qube",
+            f"create a dedicated volume: lvcreate -L 32G -n ephemeral {volume.vg}",
+        )
     if volume.vg != DOM0_VG:
         return
     if lv in DOM0_PROTECTED_LVS:
@@ -161,6 +169,9 @@ def _by_id(value: str, name: str) -> LogicalVolume | None:
         return _mapper(value, name.removeprefix("dm-name-"))
     if name.startswith("dm-uuid-CRYPT-"):
         raise Invalid(f"{value!r} is a disk encryption mapping; keying it destroys what is inside", STABLE_HINT)
+    if name.startswith("dm-uuid-"):
+        raise Invalid(f"{value!r} names a device-mapper device by an opaque UUID: which volume it is cannot be "
+                      "checked", "name the volume by its LVM path (/dev/VG/LV)")  # fmt: skip
     if name.startswith("lvm-pv-uuid-"):
         raise Invalid(f"{value!r} is an LVM physical volume: it holds volume groups", "name a logical volume instead")
     return None

@@ -121,7 +121,9 @@ SCRATCH = Section(
     "qubes.pool needs it, traces use a tmpfs without it).",
     _crypt_settings("scratch", "ephemeral") + (
         Setting("mountpoint", "absolute path", "/var/lib/qubes-ephemeral",
-                "Where the scratch filesystem is mounted; the bare directory underneath is made immutable.",
+                "Where the scratch filesystem is mounted; the bare directory underneath is made immutable. "
+                "Allowed: /var/lib/qubes-ephemeral, /var/lib/qubes-ephemeral-NAME, /mnt/NAME or a folder under one, "
+                "at most 62 characters, reached through no symlink, empty or not there yet.",
                 values.mountpoint),
         Setting("fs", "ext4 or xfs", "ext4", "Filesystem made at every boot.", values.choice("ext4", "xfs")),
         Setting("journal", "boolean", False,

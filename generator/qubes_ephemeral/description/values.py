@@ -69,7 +69,11 @@ def string(value: object) -> str:
     return value
 
 
-DM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+.-]{0,62}")
+# At most 57 characters: systemd-cryptsetup@NAME.service, with each "-" of
+# the name escaped to 4 characters, stays within systemd's 255 (and so do
+# the mapping's device and swap units).
+DM_NAME_MAX = (255 - len("systemd-cryptsetup@.service")) // 4
+DM_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_+.-]{{0,{DM_NAME_MAX - 1}}}")
 
 
 def dm_name(value: object) -> str:
@@ -77,7 +81,7 @@ def dm_name(value: object) -> str:
     if not DM_NAME.fullmatch(name):
         raise Invalid(
             f"{name!r} is not a valid device-mapper name",
-            "use letters, digits, '_', '+', '.', '-', at most 63 characters, starting with a letter or digit",
+            f"use letters, digits, '_', '+', '.', '-', at most {DM_NAME_MAX} characters, starting with a letter or digit",
         )
     if name == "control" or name.startswith(("luks-", "qubes_dom0-")):
         raise Invalid(f"{name!r} collides with names dom0 already uses", "pick a name of your own, e.g. ephemeral")
@@ -101,7 +105,35 @@ def check_path_chars(path: str) -> None:
         )
 
 
+# Where a mount point may be (the allow list the dom0 guide shows): a folder
+# of ours under /var/lib, or one under /mnt, the place the FHS keeps for
+# mounts. Anywhere else it may be, or lie under, a folder that the system or
+# a package owns (/var/lib/rpm, /var/lib/qubes with qubes.xml, /srv...) or a
+# symlink (/var/run, /var/lock). The preflight checks in dom0 that no part of
+# it is a symlink there.
+MOUNT_ALLOWED = re.compile(r"/var/lib/qubes-ephemeral(-[A-Za-z0-9_.]+)?(/.*)?|/mnt/[^/]+(/.*)?")
+MOUNT_ALLOWED_TEXT = "/var/lib/qubes-ephemeral, /var/lib/qubes-ephemeral-NAME, /mnt/NAME, or a folder under one"
+# systemd refuses a unit name longer than 255 characters. A mount unit's
+# name is the path escaped, each character at most 4 ("-" is "\x2d") and
+# ".mount" added: a path this long or shorter always fits.
+MOUNTPOINT_MAX = (255 - len(".mount")) // 4
+
+
 def mountpoint(value: object) -> str:
+    """A mount point in the allow list, whose mount unit systemd can name."""
+    path = mountpoint_shape(value)
+    if not MOUNT_ALLOWED.fullmatch(path):
+        raise Invalid(f"{path!r} is not among the places a mount point may be ({MOUNT_ALLOWED_TEXT})",
+                      "use e.g. /var/lib/qubes-ephemeral")  # fmt: skip
+    if len(path) > MOUNTPOINT_MAX:
+        raise Invalid(f"{path!r} is longer than {MOUNTPOINT_MAX} characters: its mount unit's name could be "
+                      "longer than systemd allows", "use a shorter path")  # fmt: skip
+    return path
+
+
+def mountpoint_shape(value: object) -> str:
+    """An absolute, normalised path outside the system's folders: what a
+    mount point of any version of qubes-ephemeral looked like (a record's)."""
     path = string(value)
     if not path.startswith("/"):
         raise Invalid(f"{path!r} is not an absolute path", "start it with '/', e.g. /var/lib/qubes-ephemeral")

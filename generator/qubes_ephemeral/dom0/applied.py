@@ -105,7 +105,7 @@ def ours(kind: str, target: str) -> bool:
         return target in SHARED_FILES
     if kind == "directory":  # a mount point: only ever removed when empty (rmdir)
         try:
-            values.mountpoint(target)
+            values.mountpoint_shape(target)
         except Invalid:
             return False
         return True

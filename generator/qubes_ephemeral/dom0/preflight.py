@@ -101,8 +101,12 @@ class Files:
 
     def mountpoint_problem(self, path: str) -> str | None:
         full = self.path(path)
-        if os.path.islink(full):
-            return f"the mount point {path} is a symlink: name the folder it points to, or another one"
+        parts = path.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):  # /var/run is a link to /run, for one
+            part = "/" + "/".join(parts[:depth])
+            if os.path.islink(self.path(part)):
+                what = "the mount point" if part == path else f"{part}, on the way to the mount point {path},"
+                return f"{what} is a symlink: name a folder that is not reached through a link"
         if not os.path.lexists(full):
             return None
         if not os.path.isdir(full):
