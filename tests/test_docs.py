@@ -159,3 +159,13 @@ def test_benchmark_writes_between_the_markers_of_its_page(tmp_path: Path) -> Non
     assert block.startswith("\nTABLES\n")
     chart = re.findall(r"!\[Benchmark chart\]\(([^)]+)\)", block)
     assert chart and (DOCS / chart[0]).resolve() == ROOT / "bench" / "results" / "latest.png"
+
+
+def test_every_test_the_dom0_guide_names_exists() -> None:
+    """Each guarantee names the test that proves it: a renamed or removed test breaks this."""
+    text = (ROOT / "docs/dom0-guide.md").read_text()
+    named = set(re.findall(r"`(test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`", text))
+    assert len(named) >= 20
+    for file, name in sorted(named):
+        source = (ROOT / "tests" / file).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"{file}::{name} is named in the dom0 guide but missing"

@@ -245,3 +245,21 @@ def test_a_second_run_while_one_holds_the_lock_changes_nothing(box: Sandbox) -> 
     # Once it is free, the run goes ahead.
     status, states = box.apply()
     assert status == 0, failed(states)
+
+
+def test_a_refused_takeover_toggle_changes_nothing_in_a_whole_apply(box: Sandbox) -> None:
+    """replace: true -> false (its swap may be in use) plus another change: the
+    refusal comes before the first state, so the other change waits too."""
+    box.put("/etc/crypttab", DOM0_CRYPTTAB)
+    box.put("/etc/fstab", DOM0_FSTAB)
+    status, states = box.apply()
+    assert status == 0, failed(states)
+    crypttab, record = box.read("/etc/crypttab"), box.read("/etc/qubes-ephemeral/applied.json")
+    data = yaml.safe_load(files_pillar())
+    data["ephemeral"]["swap"]["replace"] = False
+    data["ephemeral"]["scratch"]["name"] = "ephemeral2"
+    box.set_pillar(yaml.safe_dump(data))
+    status, states = box.apply()
+    assert status != 0 and "nothing was changed" in "\n".join(failed(states))
+    assert box.read("/etc/crypttab") == crypttab
+    assert box.read("/etc/qubes-ephemeral/applied.json") == record

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import PILLAR_EXAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from qubes_ephemeral.render.artifacts import REPLACED_PREFIX, Block, from_dict, 
 from qubes_ephemeral.render.manifest import render
 
 MANIFEST = render(describe(PILLAR_EXAMPLE.read_bytes())).as_dict()
+RECORD = render(describe(PILLAR_EXAMPLE.read_bytes())).applied_record()
 FSTAB = "/dev/mapper/qubes_dom0-root / ext4 defaults 1 1\n/dev/mapper/qubes_dom0-swap none swap defaults 0 0\n"
 CRYPTTAB = "luks-1 UUID=1 none discard\n"
 
@@ -158,3 +160,85 @@ def test_every_fstab_tag_resolves_through_its_udev_link(tmp_path_factory: pytest
     assert files.device(f"{tag}={value}") == files.device("/dev/dm-9") is not None
     assert files.device(f'{tag}="{value}"') == files.device("/dev/dm-9")
     assert files.device(f"{tag}={value}x") is None
+
+
+# Found by a red-team pass over the preflight.
+
+
+def renamed() -> dict[str, object]:
+    data = yaml.safe_load(PILLAR_EXAMPLE.read_text())
+    data["ephemeral"]["scratch"]["name"] = "ephemeral2"
+    return render(describe(yaml.safe_dump(data).encode())).as_dict()
+
+
+def test_clean_after_a_rename_removes_the_installed_guard_only_after_the_crypttab_block() -> None:
+    # The installed guard is systemd-cryptsetup@ephemeral's; the crypttab block keys "ephemeral".
+    remove = applied.plan(renamed(), RECORD, "scratch", ["scratch"])["remove"]
+    order = [(a["kind"], a["target"]) for a in remove]
+    old_guard = next(i for i, (k, t) in enumerate(order) if "cryptsetup@ephemeral.service.d" in t)
+    crypttab = order.index(("block", "/etc/crypttab"))
+    assert crypttab < old_guard, order
+
+
+def test_a_target_that_is_a_folder_is_refused_before_the_first_change(root: Path) -> None:
+    plan = applied.plan(MANIFEST, None, "scratch")
+    guard = next(a for a in plan["artifacts"] if a["id"] == "guard-scratch")["target"]
+    (root / guard.lstrip("/")).mkdir(parents=True)  # file.managed fails here, after record-first
+    assert problems(plan, Files(str(root))) != []
+
+
+def test_our_mount_point_with_a_trailing_slash_is_a_second_claim(root: Path) -> None:
+    (root / "etc/fstab").write_text(
+        (root / "etc/fstab").read_text() + "/dev/sdz1 /var/lib/qubes-ephemeral/ ext4 defaults 0 0\n"
+    )
+    assert any("already uses" in p for p in problems(applied.plan(MANIFEST, None, "scratch"), Files(str(root))))
+
+
+def test_a_label_with_a_space_resolves_through_udevs_escaped_link(root: Path) -> None:
+    (root / "dev/disk/by-label/scratch\\x20disk").symlink_to("../../dm-4")
+    (root / "etc/fstab").write_text(
+        (root / "etc/fstab").read_text() + "LABEL=scratch\\040disk /srv ext4 defaults 0 0\n"
+    )
+    assert any("two claims" in p for p in problems(applied.plan(MANIFEST, None, "scratch"), Files(str(root))))
+
+
+def test_a_foreign_crypttab_line_on_our_mapping_or_using_our_device_as_key_is_refused(root: Path) -> None:
+    (root / "etc/crypttab").write_text((root / "etc/crypttab").read_text()
+                                       + "kf UUID=zz /dev/qubes_dom0/ephemeral luks\n")  # fmt: skip
+    assert problems(applied.plan(MANIFEST, None, "scratch"), Files(str(root))) != []
+
+
+def test_a_clean_with_our_exact_block_and_no_record_is_not_refused(root: Path) -> None:
+    from qubes_ephemeral.dom0 import textedit
+    from qubes_ephemeral.render.artifacts import Block, from_dict
+
+    for data in MANIFEST["artifacts"]:
+        if data["kind"] == "block" and data["section"] == "scratch":
+            block, path = from_dict(data), root / str(data["target"]).lstrip("/")
+            assert isinstance(block, Block)
+            path.write_text(textedit.apply_block(path.read_text(), block))
+    assert problems(applied.plan(MANIFEST, None, "scratch"), Files(str(root))) == []  # the apply takes it as ours
+    assert problems(applied.plan(MANIFEST, None, "scratch", ["scratch"]), Files(str(root)), True) == []
+
+
+def test_a_line_on_a_partition_of_our_device_or_on_what_is_built_on_it_is_a_claim(root: Path) -> None:
+    """A whole disk named as the device: keying it destroys its partitions and what they hold."""
+    plan = applied.plan(MANIFEST, None, "scratch")
+    disk = root / "dev/qubes_dom0/ephemeral"
+    disk.unlink()
+    if subprocess.run(["mknod", str(disk), "b", "259", "0"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot make a device node here")
+    for name, number in (("p3", "259:3"), ("dm-0", "253:0")):
+        subprocess.run(["mknod", str(root / "dev" / name), "b", *number.split(":")], check=True)
+        (root / f"sys/class/block/{name}").mkdir(parents=True)
+        (root / f"sys/class/block/{name}/dev").write_text(number + "\n")
+    (root / "sys/dev/block/259:0/p3").mkdir(parents=True)  # a partition of the disk
+    (root / "sys/dev/block/259:0/p3/partition").write_text("3\n")
+    (root / "sys/dev/block/259:3/holders/dm-0").mkdir(parents=True)  # LUKS opened on the partition
+    (root / "dev/disk/by-uuid").mkdir(parents=True, exist_ok=True)
+    (root / "dev/disk/by-uuid/1uks").symlink_to("../../p3")
+    (root / "etc/crypttab").write_text("luks-1 UUID=1uks none discard\n")
+    assert any("or a part of it" in p for p in problems(plan, Files(str(root))))
+    (root / "etc/crypttab").write_text(CRYPTTAB)
+    (root / "etc/fstab").write_text(FSTAB + "/dev/dm-0 /srv ext4 defaults 0 0\n")
+    assert any("or a part of it" in p for p in problems(plan, Files(str(root))))

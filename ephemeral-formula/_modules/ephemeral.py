@@ -89,8 +89,12 @@ def _lock(saltenv: str) -> None:
     _generator(saltenv)
     from qubes_ephemeral.render.artifacts import APPLY_LOCK
 
-    os.makedirs(os.path.dirname(APPLY_LOCK), mode=0o755, exist_ok=True)
-    fd = os.open(APPLY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.makedirs(os.path.dirname(APPLY_LOCK), mode=0o755, exist_ok=True)
+        fd = os.open(APPLY_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise CommandExecutionError(f"cannot open the formula's lock {APPLY_LOCK} ({error.strerror}): "
+                                    "nothing was changed") from None  # fmt: skip
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -121,8 +125,8 @@ def manifest(description: object = None, saltenv: str = "base") -> dict[str, obj
 
     CLI Example: ``salt-call ephemeral.manifest``
     """
-    _sync_once(saltenv)
     _lock(saltenv)
+    _sync_once(saltenv)
     from_pillar = description is None
     if from_pillar and "ephemeral.manifest" in __context__:
         cached: dict[str, object] = __context__["ephemeral.manifest"]

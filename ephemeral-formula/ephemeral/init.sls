@@ -34,6 +34,7 @@ include:
 {{ clean_section(plan.section, manifest, tools, dropped | map(attribute='section') | list) }}
 {%-   endfor %}
 {%-   if legacy.recorded %}
+{%-     do salt['ephemeral.preflight'](legacy) %}
 {%-     for artifact in legacy.prune %}
 
 {{ take('ephemeral-legacy-prune-' ~ loop.index ~ '-' ~ artifact.id, artifact) }}

@@ -182,8 +182,10 @@ def plan(manifest: dict[str, object], record_text: str | None, section: str,
     wanted = {identity(a) for a in (every if section == LEGACY else current)}
     kept = _kept_by_others(entries, {section, *cleaning})
     prune = [a for a in recorded if identity(a) not in wanted and not _still_used(a, kept)]
-    # Undone in the reverse order of the apply (render.manifest orders it).
-    remove = [a for a in reversed(_unique([*current, *recorded])) if not _still_used(a, kept)]
+    # Undone in the reverse order of the apply that put them in place (the
+    # record's order, render.manifest's), what the pillar adds since first:
+    # an old guard goes only after the line that keys its device.
+    remove = [a for a in reversed(_unique([*recorded, *current])) if not _still_used(a, kept)]
     activation = manifest.get("activation")
     now = activation.get(section) if isinstance(activation, dict) else None
     before = entries.get(section, {}).get("activation")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import posixpath
 import re
 import stat
 import struct
@@ -81,6 +82,25 @@ class Files:
                 return f"{candidate} is append-only (chattr +a)"
         return None
 
+    def wrong_kind(self, kind: str, target: str) -> str | None:
+        """Why what is at ``target`` (or on the way to it) is not what an
+        artifact of ``kind`` puts there, or None."""
+        full = self.path(target)
+        parts = target.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            folder = self.path("/" + "/".join(parts[:depth]))
+            if os.path.lexists(folder) and not os.path.isdir(folder):
+                return f"{'/' + '/'.join(parts[:depth])} is not a folder"
+        if not os.path.lexists(full) or (kind != "directory" and os.path.islink(full)):
+            return None  # a link is replaced (ours) or followed (crypttab, fstab)
+        if kind == "symlink":
+            return "it is there and is not a symlink" if os.path.isdir(full) else None
+        if kind == "directory" and not os.path.isdir(full):
+            return "it is there and is not a folder"
+        if kind != "directory" and not os.path.isfile(full):
+            return "it is there and is not a file"
+        return None
+
     def device(self, spec: str) -> tuple[str, object] | None:
         """What a crypttab or fstab device field names: ("dev", major:minor)
         for a block device, ("path", its real path) otherwise; None when it
@@ -88,7 +108,7 @@ class Files:
         name = _unescape(spec)
         tag, _, value = name.partition("=")
         if tag in TAGS and value:
-            name = f"/dev/disk/{TAGS[tag]}/{value.strip(chr(34) + chr(39))}"
+            name = f"/dev/disk/{TAGS[tag]}/{_udev_encoded(value.strip(chr(34) + chr(39)))}"
         elif not name.startswith("/"):
             return None
         try:
@@ -98,6 +118,30 @@ class Files:
         if stat.S_ISBLK(info.st_mode):
             return ("dev", info.st_rdev)
         return ("path", os.path.realpath(self.path(name)))
+
+    def related(self, identity: tuple[str, object] | None) -> set[tuple[str, object]]:
+        """A block device, its partitions and every device stacked on them
+        (holders: a LUKS mapping, an LVM volume), from /sys; {} for None."""
+        if identity is None:
+            return set()
+        found = {identity}
+        if identity[0] != "dev":
+            return found
+        todo = [identity]
+        while todo:
+            rdev = int(todo.pop()[1])  # type: ignore[call-overload]
+            sys_dir = self.path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}")
+            names = _listdir(os.path.join(sys_dir, "holders"))
+            names += [n for n in _listdir(sys_dir) if os.path.isfile(os.path.join(sys_dir, n, "partition"))]
+            for name in names:
+                number = self.read(f"/sys/class/block/{name}/dev")
+                if number and re.fullmatch(r"\d+:\d+\s*", number):
+                    major, minor = map(int, number.split(":"))
+                    child = ("dev", os.makedev(major, minor))
+                    if child not in found:
+                        found.add(child)
+                        todo.append(child)
+        return found
 
     def mountpoint_problem(self, path: str) -> str | None:
         full = self.path(path)
@@ -131,6 +175,19 @@ def _flags(path: str) -> int:
         raise
     finally:
         os.close(fd)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _udev_encoded(value: str) -> str:
+    """A tag's value as udev names its /dev/disk/by-* link (blkid_encode_string)."""
+    safe = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#+-.:=@_")
+    return "".join(c if c in safe or ord(c) > 127 else f"\\x{ord(c):02x}" for c in value)
 
 
 def _unescape(field: str) -> str:
@@ -168,6 +225,11 @@ def problems(plan: Mapping[str, object], files: Files, cleaning: bool = False) -
         found += _writable(item.kind, item.target, files)
     found += _markers(plan, items, files, cleaning)
     if not cleaning:
+        for item, _ in _items(plan, "prune"):
+            if isinstance(item, CommentOut):  # its swap may be in use: giving the line back is a clean's job
+                found.append(f"the pillar no longer takes over the swap line in {item.target} that the last apply "
+                             f"took over. Undo that apply first (qubesctl state.apply ephemeral.{plan.get('section')}"
+                             ".clean), reboot, then apply again")  # fmt: skip
         found += _claims(plan, files)
         for item, _ in items:
             if item.kind == "directory" and (problem := files.mountpoint_problem(item.target)):
@@ -182,7 +244,7 @@ def _items(plan: Mapping[str, object], key: str) -> list[tuple[Artifact, Artifac
 
 def _writable(kind: str, target: str, files: Files) -> list[str]:
     # Our mount point is immutable on purpose: the apply and the clean change its flag.
-    why = files.why_unwritable(target, itself=kind not in ("directory",))
+    why = files.why_unwritable(target, itself=kind not in ("directory",)) or files.wrong_kind(kind, target)
     return [f"cannot change {target}: {why}"] if why else []
 
 
@@ -210,7 +272,7 @@ def _markers(plan: Mapping[str, object], items: list[tuple[Artifact, ArtifactDat
             continue
         start, end = position
         inside = "".join(textedit.lines_of(text)[start + 1 : end])
-        if cleaning or inside != item.content:
+        if inside != item.content:  # exactly our lines: ours, whatever happened to the record
             found.append(f"{item.target} already has a block between the markers of section {plan.get('section')} "
                          "that no apply of qubes-ephemeral recorded: someone else wrote it, or an older tool left "
                          "it. Remove it (markers included) by hand, then run again")  # fmt: skip
@@ -220,6 +282,17 @@ def _markers(plan: Mapping[str, object], items: list[tuple[Artifact, ArtifactDat
 def _recorded(plan: Mapping[str, object]) -> list[ArtifactData]:
     raw = plan.get("recorded_artifacts")
     return [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
+
+
+def _device_fields(target: str, fields: list[str]) -> list[str]:
+    """The fields of a line that name a block device: crypttab's device, key
+    file and header=, fstab's device."""
+    if target == FSTAB:
+        return fields[:1]
+    named = fields[1:3]
+    if len(fields) > 3:
+        named += [option.partition("=")[2] for option in fields[3].split(",") if option.startswith("header=")]
+    return named
 
 
 def _claims(plan: Mapping[str, object], files: Files) -> list[str]:
@@ -232,13 +305,16 @@ def _claims(plan: Mapping[str, object], files: Files) -> list[str]:
     ours = [item for item in [*(item for item, _ in _items(plan, "artifacts")), *recorded] if isinstance(item, Block)]
     takeovers = [item for item, _ in _items(plan, "artifacts") if isinstance(item, CommentOut)]
     device = str(activation.get("device", ""))
-    names = {device, *map(str, activation.get("device_aliases") or ())}
-    identity = files.device(device)
     mapping = str(activation.get("mapping", ""))
     mapping_name = os.path.basename(mapping)
+    # Everything keying our device destroys: itself, its partitions and what is built on them.
+    keyed = files.related(files.device(device))
+    names = {device, *map(str, activation.get("device_aliases") or ())}
+    mapping_names = {mapping, f"/dev/disk/by-id/dm-name-{mapping_name}"}
+    mapping_identity = files.device(mapping)
     mountpoint = activation.get("mountpoint")
     found = []
-    for target, device_field in ((CRYPTTAB, 1), (FSTAB, 0)):
+    for target in (CRYPTTAB, FSTAB):
         text = files.read(target)
         if text is None:
             continue
@@ -248,13 +324,23 @@ def _claims(plan: Mapping[str, object], files: Files) -> list[str]:
                 text = textedit.comment_out(text, takeover)
         for fields in active_fields(text):
             where = f"{target}: the line {' '.join(fields)!r}"
-            named = fields[device_field] if len(fields) > device_field else ""
-            if named and (named in names or (identity is not None and files.device(named) == identity)):
-                found.append(f"{where} names {device}, the device this section keys: one device, two claims. "
-                             "Remove that line, or (a persistent swap) name it as the description does so that "
-                             "replace: true takes it over")  # fmt: skip
+            for named in _device_fields(target, fields):
+                path = posixpath.normpath(_unescape(named)) if named.startswith("/") else named
+                if path in names or files.device(named) in keyed:
+                    found.append(f"{where} names {device}, the device this section keys, or a part of it: one "
+                                 "device, two claims. Remove that line, or (a persistent swap) name it as the "
+                                 "description does so that replace: true takes it over")  # fmt: skip
+                elif path in mapping_names or (
+                    mapping_identity is not None and files.device(named) == mapping_identity
+                ):
+                    found.append(f"{where} uses {mapping}, the mapping this section opens")
             if target == CRYPTTAB and fields[0] == mapping_name:
                 found.append(f"{where} already opens a mapping named {mapping_name}: choose another name")
-            if target == FSTAB and len(fields) > 1 and (fields[0] == mapping or fields[1] == mountpoint):
-                found.append(f"{where} already uses {fields[0] if fields[0] == mapping else mountpoint}")
+            if (
+                target == FSTAB
+                and mountpoint
+                and len(fields) > 1
+                and posixpath.normpath(_unescape(fields[1])) == mountpoint
+            ):
+                found.append(f"{where} already uses {mountpoint}")
     return found
