@@ -66,12 +66,12 @@ class Sandbox:
                  f"    dracut: {self.folder}/dracut\n")  # fmt: skip
         (self.folder / "pillar/ephemeral.sls").write_text(pillar + tools)
 
-    def shell(self, script: str) -> subprocess.CompletedProcess[str]:
-        """Run a shell script inside the sandbox's view of the system."""
+    def shell(self, script: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a shell script inside the sandbox's view of the system (``extra_env``: more variables)."""
         return subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "enter", str(self.folder),
              "sh", "-c", script],
-            capture_output=True, text=True, check=False, env=self.env,
+            capture_output=True, text=True, check=False, env={**self.env, **(extra_env or {})},
         )  # fmt: skip
 
     def put(self, path: str, content: str) -> None:
@@ -87,16 +87,23 @@ class Sandbox:
     def exists(self, path: str) -> bool:
         return self.shell(f"test -e '{path}' || test -L '{path}'").returncode == 0
 
-    def apply(
-        self, sls: str = "ephemeral", test: bool = False, before: str = ""
-    ) -> tuple[int, dict[str, dict[str, object]]]:
-        """Run state.apply; ``before``: shell commands run first in the same namespace."""
+    def salt_call(
+        self, sls: str = "ephemeral", test: bool = False, before: str = "", extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run state.apply, its output as it is; ``before``: shell commands run
+        first in the same namespace; ``extra_env``: more environment variables."""
         command = [str(SALT_CALL), "--local", f"--config-dir={self.folder}/conf", f"--file-root={self.formula}",
                    f"--pillar-root={self.folder}/pillar", "--out=json", "state.apply", sls]  # fmt: skip
         if test:
             command.append("test=True")
         script = " ".join(f"'{part}'" for part in command)
-        result = self.shell(f"{before} && {script}" if before else script)
+        return self.shell(f"{before} && {script}" if before else script, extra_env)
+
+    def apply(
+        self, sls: str = "ephemeral", test: bool = False, before: str = "", extra_env: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, dict[str, object]]]:
+        """Run state.apply (see salt_call): its exit status and states."""
+        result = self.salt_call(sls, test, before, extra_env)
         try:
             states = json.loads(result.stdout)["local"]
         except (ValueError, KeyError):
