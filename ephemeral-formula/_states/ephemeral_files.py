@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -186,13 +187,31 @@ def recorded(name: str, record: str, entry: dict[str, Any] | None = None, first:
     return ret
 
 
+def _salt_leftovers(target: str) -> list[str]:
+    """What Salt's file.managed leaves beside ``target`` when it is killed
+    between writing its temporary copy (the name and 8 random characters,
+    tempfile's) and renaming it over the target."""
+    folder, base = os.path.split(target)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    pattern = re.compile(re.escape(base) + r"[a-z0-9_]{8}")
+    found = [os.path.join(folder, n) for n in sorted(names) if pattern.fullmatch(n)]
+    return [path for path in found if stat.S_ISREG(os.lstat(path).st_mode)]
+
+
 def removed(name: str, target: str) -> Ret:
-    """A file or symlink of ours gone. Never a folder: a record that names
-    one is damaged or forged, and a folder may hold someone's data."""
+    """A file or symlink of ours gone, and what a killed write of it left
+    beside it. Never a folder: a record that names one is damaged or forged,
+    and a folder may hold someone's data."""
     ret = _ret(name)
+    leftovers = _salt_leftovers(target)
     try:
         info = os.lstat(target)
     except FileNotFoundError:
+        if leftovers:
+            return _removed_leftovers(ret, target, leftovers)
         ret["comment"] = f"{target} is already absent"
         return ret
     if stat.S_ISDIR(info.st_mode):
@@ -208,4 +227,17 @@ def removed(name: str, target: str) -> Ret:
         ret.update(result=False, changes={}, comment=f"{target}: {error}")
         return ret
     ret["comment"] = f"{target} removed"
+    return _removed_leftovers(ret, target, leftovers) if leftovers else ret
+
+
+def _removed_leftovers(ret: Ret, target: str, leftovers: list[str]) -> Ret:
+    ret["changes"] = {**ret["changes"], "leftovers": leftovers}
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{target}: an interrupted write's temporary files would be removed")
+        return ret
+    for path in leftovers:
+        os.unlink(path)
+    ret["comment"] = (
+        ret["comment"] + "; " if ret["comment"] else ""
+    ) + "an interrupted write's temporary files removed"
     return ret
