@@ -173,7 +173,17 @@ def qubesd_extension(stamp: str, saltenv: str = "base") -> dict[str, object]:
 def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base") -> dict[str, object]:
     """What the formula does for section ``name``, from the pillar's manifest
     and the applied record (qubes_ephemeral.dom0.applied.plan). ``cleaning``:
-    every section the same run cleans."""
+    every section the same run cleans. Made once per run for each question:
+    the formula renders before anything changes, so the answer holds."""
+    whole_run = bool(__context__.get("ephemeral.whole"))
+    key = "ephemeral.section " + repr((name, None if cleaning is None else list(cleaning), whole_run))
+    if key not in __context__:
+        __context__[key] = _section(name, cleaning, whole_run, saltenv)
+    cached: dict[str, object] = __context__[key]
+    return cached
+
+
+def _section(name: str, cleaning: list[str] | None, whole_run: bool, saltenv: str) -> dict[str, object]:
     plan = manifest(saltenv=saltenv)
     _generator(saltenv)
     from qubes_ephemeral.dom0 import applied
@@ -187,8 +197,7 @@ def section(name: str, cleaning: list[str] | None = None, saltenv: str = "base")
     try:
         # ephemeral (init.sls) applies every section and takes over an earlier version's record.
         missing = [path for path in SHARED_FILES if not os.path.exists(path)]
-        return applied.plan(plan, text, name, cleaning, whole=bool(__context__.get("ephemeral.whole")),
-                            missing=missing)  # fmt: skip
+        return applied.plan(plan, text, name, cleaning, whole=whole_run, missing=missing)
     except applied.RecordError as error:
         raise CommandExecutionError(f"{record}: {error}") from error
 

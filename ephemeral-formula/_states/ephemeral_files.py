@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 import stat
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -93,25 +92,34 @@ def _edit(name: str, target: str, edit: Callable[[str], str], create: bool, what
     return ret
 
 
-def _swept(ret: Ret, target: str, comment: str) -> Ret:
-    """The temporary files a write of ``target`` killed before its rename
-    left beside it, removed (a write removes them too)."""
+def _leftovers(target: str, salt: bool = False) -> list[Any]:
+    """Temporary files a killed write of ``target`` left beside it: ours
+    (replace_atomically's), or with ``salt`` those of Salt's file.managed."""
     __salt__["ephemeral.generator"]()
     from pathlib import Path
 
     from qubes_ephemeral.payload.vm_initramfs import temporaries
 
-    leftovers = temporaries(Path(os.path.realpath(target)))
+    if salt:  # Salt writes beside the path itself, a link included
+        return temporaries(Path(target), os.path.basename(target))
+    return temporaries(Path(os.path.realpath(target)))  # we write where a link points
+
+
+def _swept(ret: Ret, target: str, comment: str, leftovers: list[Any] | None = None) -> Ret:
+    """``ret`` with what a killed write of ``target`` left beside it removed
+    (announced under test=True); ``leftovers``: those, when already found."""
+    leftovers = _leftovers(target) if leftovers is None else leftovers
     ret["comment"] = comment
     if not leftovers:
         return ret
-    ret["changes"] = {"leftovers": [str(path) for path in leftovers]}
+    ret["changes"] = {**ret["changes"], "leftovers": [str(path) for path in leftovers]}
+    joined = f"{comment}; " if comment else ""
     if __opts__["test"]:
-        ret.update(result=None, comment=f"{comment}; an interrupted write's temporary files would be removed")
+        ret.update(result=None, comment=f"{joined}an interrupted write's temporary files would be removed")
         return ret
     for path in leftovers:
         path.unlink(missing_ok=True)
-    ret["comment"] = f"{comment}; an interrupted write's temporary files were removed"
+    ret["comment"] = f"{joined}an interrupted write's temporary files were removed"
     return ret
 
 
@@ -176,7 +184,8 @@ def recorded(name: str, record: str, entry: dict[str, Any] | None = None, first:
         if after is None:
             if os.path.exists(record):
                 os.remove(record)
-            _swept(_ret(name), record, "")
+            for leftover in _leftovers(record):
+                leftover.unlink(missing_ok=True)
         else:
             os.makedirs(os.path.dirname(record), mode=0o755, exist_ok=True)
             write_atomically(record, after)
@@ -187,33 +196,16 @@ def recorded(name: str, record: str, entry: dict[str, Any] | None = None, first:
     return ret
 
 
-def _salt_leftovers(target: str) -> list[str]:
-    """What Salt's file.managed leaves beside ``target`` when it is killed
-    between writing its temporary copy (the name and 8 random characters,
-    tempfile's) and renaming it over the target."""
-    folder, base = os.path.split(target)
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    pattern = re.compile(re.escape(base) + r"[a-z0-9_]{8}")
-    found = [os.path.join(folder, n) for n in sorted(names) if pattern.fullmatch(n)]
-    return [path for path in found if stat.S_ISREG(os.lstat(path).st_mode)]
-
-
 def removed(name: str, target: str) -> Ret:
     """A file or symlink of ours gone, and what a killed write of it left
     beside it. Never a folder: a record that names one is damaged or forged,
     and a folder may hold someone's data."""
     ret = _ret(name)
-    leftovers = _salt_leftovers(target)
+    leftovers = _leftovers(target, salt=True)
     try:
         info = os.lstat(target)
     except FileNotFoundError:
-        if leftovers:
-            return _removed_leftovers(ret, target, leftovers)
-        ret["comment"] = f"{target} is already absent"
-        return ret
+        return _swept(ret, target, f"{target} is already absent", leftovers)
     if stat.S_ISDIR(info.st_mode):
         ret.update(result=False, comment=f"{target} is a folder, not a file of ours: it was left alone")
         return ret
@@ -226,18 +218,4 @@ def removed(name: str, target: str) -> Ret:
     except OSError as error:
         ret.update(result=False, changes={}, comment=f"{target}: {error}")
         return ret
-    ret["comment"] = f"{target} removed"
-    return _removed_leftovers(ret, target, leftovers) if leftovers else ret
-
-
-def _removed_leftovers(ret: Ret, target: str, leftovers: list[str]) -> Ret:
-    ret["changes"] = {**ret["changes"], "leftovers": leftovers}
-    if __opts__["test"]:
-        ret.update(result=None, comment=f"{target}: an interrupted write's temporary files would be removed")
-        return ret
-    for path in leftovers:
-        os.unlink(path)
-    ret["comment"] = (
-        ret["comment"] + "; " if ret["comment"] else ""
-    ) + "an interrupted write's temporary files removed"
-    return ret
+    return _swept(ret, target, f"{target} removed", leftovers)

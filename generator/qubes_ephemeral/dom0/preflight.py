@@ -326,13 +326,12 @@ def _claims(plan: Mapping[str, object], files: Files) -> list[str]:
             where = f"{target}: the line {' '.join(fields)!r}"
             for named in _device_fields(target, fields):
                 path = posixpath.normpath(_unescape(named)) if named.startswith("/") else named
-                if path in names or files.device(named) in keyed:
+                resolved = files.device(named)
+                if path in names or resolved in keyed:
                     found.append(f"{where} names {device}, the device this section keys, or a part of it: one "
                                  "device, two claims. Remove that line, or (a persistent swap) name it as the "
                                  "description does so that replace: true takes it over")  # fmt: skip
-                elif path in mapping_names or (
-                    mapping_identity is not None and files.device(named) == mapping_identity
-                ):
+                elif path in mapping_names or (mapping_identity is not None and resolved == mapping_identity):
                     found.append(f"{where} uses {mapping}, the mapping this section opens")
             if target == CRYPTTAB and fields[0] == mapping_name:
                 found.append(f"{where} already opens a mapping named {mapping_name}: choose another name")

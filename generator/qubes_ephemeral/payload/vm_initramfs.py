@@ -281,10 +281,12 @@ TEMPORARY_TAG = ".qubes-ephemeral."
 SELINUX_LABEL = "security.selinux"
 
 
-def temporaries(path: Path) -> list[Path]:
+def temporaries(path: Path, prefix: str | None = None) -> list[Path]:
     """What writes of ``path`` that were killed before their rename left
-    beside it: ``replace_atomically``'s temporary files, by their name."""
-    prefix = f".{path.name}{TEMPORARY_TAG}"
+    beside it: regular files named ``prefix`` and tempfile's 8 random
+    characters. The prefix is ``replace_atomically``'s by default; Salt's
+    file.managed uses the file's own name."""
+    prefix = f".{path.name}{TEMPORARY_TAG}" if prefix is None else prefix
     try:
         names = os.listdir(path.parent)
     except (FileNotFoundError, NotADirectoryError):
