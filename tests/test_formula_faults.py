@@ -38,26 +38,31 @@ it. By default (FAULT_POINTS=all: every counted event instead):
 - the first event of each operation, a state boundary: the events on one
   final path up to the rename, symlink or remove that puts it in place or
   takes it away (a temporary file counts as its target, a folder made for it
-  as part of it), or one cmd.run command;
-- within an operation (a temporary file made, not yet renamed over its
-  target; the empty file Salt makes first): every kill point for crypttab
-  and fstab; for the record and for the files Salt writes, the last one
-  (the temporary file written, not yet renamed) of the first such
-  operation only: the same code writes the others;
+  as part of it), or one cmd.run command. But event 1: killed before it,
+  nothing changed, and the count's runs (an apply, a second apply, a clean:
+  asserted) are what follows;
+- the middle of an operation, its last kill point (a temporary file written,
+  not yet renamed over its target): for the first operation on crypttab, on
+  fstab, on the record and on a file Salt writes; the same code writes the
+  others, and the kill points around each write (its first event, the next
+  operation's) run;
 - never a kill before a chmod, chown or utime (dom0 is as at the next kill
   point but for one file's mode, owner or times), before Salt opens the
   temporary file it just made again (only that file's bytes differ), nor
   right after the systemctl recorder (it writes only into the sandbox: the
   kill point before it is the same).
 
-Time: FAULT_JOBS scenarios (default: one per CPU) run at once in threads of
+Time: FAULT_JOBS scenarios (default: one more than the CPUs) run at once in threads of
 this process: the module's `matrix` fixture starts every selected one when
-the first test asks, each test waits for its own. Each salt-call takes about
-3.3 s instead of 5.5: a socket where Salt looks for the minion's event bus
-takes the two events the formula's saltutil.sync_* fire (EventSink), which
-salt-call --local otherwise waits a second each for. The count runs at
-collection (about 13 s), unless -m leaves the salt tests out. FAULT_KEEP=1
-keeps the sandboxes (qe-faults-* in the temporary folder).
+the first test asks, each test waits for its own. A salt-call takes 2 s less
+than in the other Salt tests (2.5 s here on an idle 2-core machine): a
+socket where Salt looks for the minion's event bus takes the two events the
+formula's saltutil.sync_* fire (EventSink), which salt-call --local otherwise
+waits a second each for. The count runs at collection (8 to 13 s), unless -m
+leaves the salt tests out. On that machine the default (26 apply, 27 clean,
+9 changed-mind kill points: about 190 salt-calls) took 4 min 15 s idle and 9
+to 11 min beside a VM test; FAULT_POINTS=all (128, 49 and 43) 36 min beside
+it. FAULT_KEEP=1 keeps the sandboxes (qe-faults-* in the temporary folder).
 """
 
 from __future__ import annotations
@@ -90,9 +95,7 @@ from qubes_ephemeral.render.manifest import render
 from salt_sandbox import OVERLAID, Sandbox, available
 from test_formula import DOM0_CRYPTTAB, DOM0_FSTAB, changed, failed
 
-# Opt-in until it fits CI's time: every kill point takes three to four salt-calls.
-OPTED_IN = os.environ.get("FAULT_MATRIX") == "1"
-pytestmark = [pytest.mark.salt, pytest.mark.skipif(not OPTED_IN, reason="the kill matrix runs with FAULT_MATRIX=1")]
+pytestmark = pytest.mark.salt
 
 FAULTS = Path(__file__).parent / "faults"  # its sitecustomize.py kills salt-call
 RECORD = "/etc/qubes-ephemeral/applied.json"
@@ -179,6 +182,9 @@ class Boxes:
 
     def new(self, name: str, pillar: str = PILLAR, crypttab: str = DOM0_CRYPTTAB, fstab: str = DOM0_FSTAB) -> Sandbox:
         box = Sandbox(self.root / name, pillar)
+        # Salt's npm module asks `npm --version` on every run (0.3 to 0.7 s); dom0 has no npm.
+        with (box.folder / "conf/minion").open("a") as conf:
+            conf.write("disable_modules: [npm]\n")
         self.sinks.append(EventSink(box.folder / "run"))
         box.put(CRYPTTAB, crypttab)
         box.put(FSTAB, fstab)
@@ -337,20 +343,16 @@ def sample(counted: list[Event], folder: str) -> list[int]:
         elif event.name == "subprocess.Popen" and any(a.startswith(folder + "/") for a in event.argv):
             inert.add(event.k + 1)  # a recorder of the sandbox (systemctl): nothing in dom0 changed
     chosen: list[int] = []
-    in_flight = {"record": True, "salt": True}  # the first operation of each writer: its last point
+    shown: set[str] = set()  # writers whose first operation gave its middle kill point
     for operation in operations(counted):
         first, rest = operation.events[0].k, [e.k for e in operation.events[1:] if e.k not in inert]
-        if first not in inert:
+        if first not in inert and first != 1:  # before event 1 nothing changed: the count's own runs
             chosen.append(first)
-        subject = operation.subject
-        if subject in (CRYPTTAB, FSTAB):
-            chosen += rest
-        elif rest and subject == RECORD and in_flight["record"]:
-            in_flight["record"] = False
-            chosen.append(rest[-1])
-        elif rest and subject not in (None, RECORD) and in_flight["salt"]:
-            in_flight["salt"] = False
-            chosen.append(rest[-1])
+        if operation.subject is not None and rest:
+            writer = operation.subject if operation.subject in (CRYPTTAB, FSTAB, RECORD) else "salt"
+            if writer not in shown:
+                shown.add(writer)
+                chosen.append(rest[-1])
     return chosen
 
 
@@ -508,8 +510,8 @@ def points(kind: str) -> list[int]:
     return chosen[::3] if kind == "changed" else chosen
 
 
-class Killed(AssertionError):
-    pass
+class NotKilled(AssertionError):
+    """salt-call was not killed where it should have been: the matrix itself is wrong."""
 
 
 def kill(box: Sandbox, sls: str, k: int, counted: list[Event], log: Path) -> Event:
@@ -517,11 +519,11 @@ def kill(box: Sandbox, sls: str, k: int, counted: list[Event], log: Path) -> Eve
     result = salt_call(box, sls, log, at=k)
     seen = events(log)
     if result.returncode not in (-9, 137) or not seen or seen[-1].k != k:
-        raise Killed(f"salt-call was not killed before event {k} (exit {result.returncode}; last event: "
+        raise NotKilled(f"salt-call was not killed before event {k} (exit {result.returncode}; last event: "
                      f"{seen[-1].line if seen else None}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")  # fmt: skip
     event = seen[-1]
     if _key(event, str(box.folder)) != _key(counted[k - 1], plan().folder):
-        raise Killed(f"this run took another path: event {k} is {event.line}, not {counted[k - 1].line}")
+        raise NotKilled(f"this run took another path: event {k} is {event.line}, not {counted[k - 1].line}")
     return event
 
 
@@ -636,7 +638,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for kind in SCENARIOS:
         name = f"{kind}_k"
         if name in metafunc.fixturenames:
-            if available() is None and OPTED_IN and _salt_tests_selected(metafunc.config):
+            if available() is None and _salt_tests_selected(metafunc.config):
                 chosen = points(kind)
                 metafunc.parametrize(name, chosen, ids=[f"{kind}-k{k:03d}" for k in chosen])
             else:
@@ -645,7 +647,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def matrix(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, int], Future[tuple[Event, list[str]]]]]:
-    """Every scenario the session selected, FAULT_JOBS (default: one per CPU) at a time."""
+    """Every scenario the session selected, FAULT_JOBS at a time."""
     why = available()
     if why:
         if os.environ.get("STRICT_TOOLS") == "1":
@@ -656,7 +658,8 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, int], Fut
         params = getattr(getattr(item, "callspec", None), "params", {})
         if getattr(item, "module", None) is request.module:
             wanted += [(kind, params[f"{kind}_k"]) for kind in SCENARIOS if f"{kind}_k" in params]
-    pool = ThreadPoolExecutor(int(os.environ.get("FAULT_JOBS") or os.cpu_count() or 1))
+    # One more than the CPUs: each scenario also waits (mounts, fsync) part of the time.
+    pool = ThreadPoolExecutor(int(os.environ.get("FAULT_JOBS") or (os.cpu_count() or 1) + 1))
     futures = {key: pool.submit(SCENARIOS[key[0]], key[1]) for key in wanted}
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
