@@ -1,13 +1,19 @@
 """Property-based fuzzing: no description ever produces a traceback or a partial write.
 
 Descriptions are drawn near the schema (right keys, wrong and right values,
-typos, odd types) so the fuzzer reaches deep validation paths, plus raw text.
+typos, odd types) so the fuzzer reaches deep validation paths, plus raw text,
+raw bytes and hostile YAML (tags, anchors, merge keys, keys that are not
+text, huge numbers, long values, many items, deep nesting). Each run: exit 0
+or 2, no traceback, nothing written on a refusal, and time and memory
+bounded (generously: the bounds catch a blow-up, not a slow machine).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
+import tracemalloc
 from pathlib import Path
 
 import yaml
@@ -46,12 +52,29 @@ descriptions = st.fixed_dictionaries(
 ).map(lambda d: {"ephemeral": d})
 
 
-def check_run(text: str) -> None:
+# Per run, far above what any draw needs (a few ms, a few MB).
+MAX_SECONDS = 10
+MAX_TRACED = 200 * 1024 * 1024
+
+
+def check_run(text: str | bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "in.yaml"
-        source.write_text(text, encoding="utf-8", errors="surrogateescape")
+        if isinstance(text, bytes):
+            source.write_bytes(text)
+        else:
+            source.write_text(text, encoding="utf-8", errors="surrogateescape")
         out = Path(tmp) / "out"
-        result = run_cli("render", str(source), "--out", str(out))
+        tracemalloc.start()
+        started = time.process_time()
+        try:
+            result = run_cli("render", str(source), "--out", str(out))
+            elapsed = time.process_time() - started
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert elapsed < MAX_SECONDS, f"{elapsed:.1f} s"
+        assert peak < MAX_TRACED, f"{peak} bytes"
         assert "Traceback" not in result.stderr
         assert result.status in (0, 2), result
         if result.status == 2:
@@ -75,4 +98,41 @@ def test_structured_descriptions_never_crash(data: dict[str, object]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_arbitrary_text_never_crashes(text: str) -> None:
+    check_run(text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
+    check_run(raw)
+
+
+# Fragments of hostile YAML, put together in a description's shape.
+hostile_values = st.one_of(
+    st.sampled_from(["!!set {a: null}", "!!binary aGVsbG8=", "!!python/object:os.system {}", "!mine x", "! x",
+                     "!!str /dev/vg/lv", "!!int '5'", "&a [1]", "*a", "&b {device: /dev/vg/lv}", "{<<: *b}",
+                     "{<<: {device: /dev/vg/lv}}", "2001-01-01", "1e400", ".inf", ".nan", "-.inf", "0o777", "1:2:3", "~", "yes", "on", "'\x00'", '"\\0\\x00"',
+                     "[" * 40 + "]" * 40, "{a: " * 40 + "b" + "}" * 40, "|\n  " + "x" * 5000]),
+    st.sampled_from(["9" * 4300, "9" * 4301, "-" + "9" * 5000, "0x" + "f" * 5000, "0b" + "1" * 5000]),
+    st.integers(-(2**4000), 2**4000).map(str),
+    st.integers(0, 3000).map(lambda n: "[" + ", ".join(["a.service"] * n) + "]"),
+    st.integers(0, 1200).map(lambda n: "{" + ", ".join(f"d{i}-dvm: {{}}" for i in range(n)) + "}"),
+)  # fmt: skip
+hostile_keys = st.one_of(
+    st.sampled_from([*(s.key for s in schema.SCRATCH.settings), "<<", "1", "null", "on", "~", "? [a]", "!!str device",
+                     "&k device", "*k", "k" * 5000, "'device'", "device"]),
+)  # fmt: skip
+
+
+@st.composite
+def hostile_descriptions(draw: st.DrawFn) -> str:
+    lines = ["ephemeral:", f"  {draw(st.sampled_from(['scratch', 'swap', 'qubes', 'traces', '<<', '!!str scratch']))}:"]
+    for _ in range(draw(st.integers(1, 4))):
+        lines.append(f"    {draw(hostile_keys)}: {draw(hostile_values)}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_descriptions())
+def test_hostile_yaml_never_crashes_and_stays_bounded(text: str) -> None:
     check_run(text)

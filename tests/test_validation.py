@@ -251,7 +251,48 @@ CASES: list[tuple[str, str, str, str]] = [
     ("duplicate", "ephemeral:\n  scratch: {device: /dev/vg/a}\n  scratch: {device: /dev/vg/b}\n",
      "ephemeral.scratch", "twice"),
     ("alias", "x: &a {device: /dev/vg/lv}\nephemeral:\n  scratch: *a\n", "ephemeral", "aliases"),
+    # Hostile YAML: what makes a value other than the one written, or makes the description large.
+    ("merge-key", "ephemeral:\n  scratch:\n    <<: {device: /dev/vg/lv}\n", "ephemeral.scratch", "merge keys"),
+    ("tag-set", "ephemeral:\n  scratch: {device: /dev/vg/lv, mount_options: !!set {noatime: null}}\n", "ephemeral",
+     "tags"),
+    ("tag-binary", "ephemeral:\n  scratch: {device: !!binary L2Rldi92Zy9sdg==}\n", "ephemeral", "tags"),
+    ("tag-str", "ephemeral:\n  scratch: {device: !!str /dev/vg/lv}\n", "ephemeral", "tags"),
+    ("tag-local", "ephemeral:\n  scratch: !mine {device: /dev/vg/lv}\n", "ephemeral", "tags"),
+    ("key-int", "ephemeral:\n  scratch: {device: /dev/vg/lv, 1: x}\n", "ephemeral.scratch", "not text"),
+    ("key-null", "ephemeral:\n  scratch: {device: /dev/vg/lv, null: x}\n", "ephemeral.scratch", "not text"),
+    ("key-bool", "ephemeral:\n  on: {device: /dev/vg/lv}\n", "ephemeral", "not text"),
+    ("key-list", "ephemeral:\n  scratch: {device: /dev/vg/lv, [a]: x}\n", "ephemeral", "not valid YAML"),
+    ("huge-int", "ephemeral:\n  scratch: {device: /dev/vg/lv, key_size: " + "9" * 5000 + "}\n", "ephemeral",
+     "longer than 4096"),
+    ("big-int", description(scratch={"key_size": 10**300}), "ephemeral.scratch.key_size", ""),
+    ("long-key", "ephemeral:\n  scratch: {device: /dev/vg/lv, " + "k" * 5000 + ": x}\n", "ephemeral",
+     "longer than 4096"),
+    ("huge-list", "ephemeral:\n  scratch: {device: /dev/vg/lv, consumers: [" + ", ".join(["a.service"] * 1001)
+     + "]}\n", "ephemeral", "more than 1000"),
+    ("huge-mapping", "ephemeral:\n  qubes:\n    disposable_templates: {" + ", ".join(f"d{i}: {{}}" for i in range(1001))
+     + "}\n", "ephemeral", "more than 1000"),
+    ("nesting", "ephemeral:\n  scratch: " + "[" * 40 + "]" * 40 + "\n", "ephemeral", "nests too deeply"),
+    ("many-templates", description(qubes={"disposable_templates": {f"d{i}": {} for i in range(65)}}),
+     "ephemeral.qubes.disposable_templates", "more than the 64"),
+    ("many-trace-paths", description(traces={"paths": [f"/var/log/p{i}" for i in range(65)]}),
+     "ephemeral.traces.paths", "more than the 64"),
+    ("many-writers", description(traces={"writers": [f"w{i}.service" for i in range(65)]}),
+     "ephemeral.traces.writers", "more than the 64"),
+    ("many-pools", description(qubes={"ephemeral_volatile_pools": [f"p{i}" for i in range(65)]}),
+     "ephemeral.qubes.ephemeral_volatile_pools", "more than the 64"),
+    ("many-options", description(scratch={"mount_options": ["noatime"] * 65}), "ephemeral.scratch.mount_options",
+     "more than the 64"),
 ]  # fmt: skip
+
+# Mount options that change how systemd's fstab generator or mount(8) treat the line.
+SYSTEMD_OPTIONS = ["x-systemd.automount", "x-systemd.requires=/", "X-mount.mkdir", "x-initrd.mount", "comment=systemd.automount",
+                   "COMMENT=x", "noauto", "auto", "nofail", "_netdev", "x-gvfs-show"]  # fmt: skip
+MOUNT_CHANGING_OPTIONS = ["user", "users", "user=root", "owner", "group", "bind", "rbind", "move", "remount", "loop",
+                          "loop=/dev/loop0", "offset=4096", "sizelimit=1", "helper=udisks2", "uhelper=udisks2"]  # fmt: skip
+CASES += [(f"option-{o}", description(scratch={"mount_options": [o]}), "ephemeral.scratch.mount_options",
+           "set by qubes-ephemeral") for o in SYSTEMD_OPTIONS]  # fmt: skip
+CASES += [(f"option-{o}", description(scratch={"mount_options": [o]}), "ephemeral.scratch.mount_options",
+           "who mounts what") for o in MOUNT_CHANGING_OPTIONS]  # fmt: skip
 
 CASES += [(f"dom0-{dev}", description(scratch={"device": dev}), "ephemeral.scratch.device", "") for dev in DOM0_REFUSED]
 CASES += [(f"dom0-swap-{dev}", description(swap={"device": dev}), "ephemeral.swap.device", "") for dev in DOM0_REFUSED]
@@ -306,6 +347,37 @@ def test_dom0_swap_is_allowed_as_swap(dev: str, write) -> None:
 def test_stable_names_are_accepted(dev: str, write) -> None:
     result = run_cli("validate", str(write(description(scratch={"device": dev}))))
     assert result.status == 0, result.stderr
+
+
+@pytest.mark.parametrize("option", ["user_xattr", "auto_da_alloc", "noauto_da_alloc", "usrquota", "grpquota",
+                                    "nouser_xattr", "context=system_u:object_r:var_lib_t:s0", "errors=remount-ro"])  # fmt: skip
+def test_filesystem_options_that_look_like_refused_ones_are_accepted(option: str, write) -> None:
+    result = run_cli("validate", str(write(description(scratch={"mount_options": [option]}))))
+    assert result.status == 0, result.stderr
+
+
+def test_the_largest_description_renders_in_bounded_time_and_memory(tmp_path: Path, write) -> None:
+    """Every bounded list at its bound: what is rendered stays small (each
+    writer waits for each trace path, each setting for each template's check)."""
+    text = description(
+        scratch={"mount_options": ["noatime"] * 64, "consumers": [f"c{i}.service" for i in range(64)]},
+        traces={"paths": [f"/var/log/p{i}" for i in range(64)], "writers": [f"w{i}.service" for i in range(64)]},
+        qubes={"ephemeral_volatile_pools": [f"p{i}" for i in range(64)],
+               "disposable_templates": {f"d{i}-dvm": {} for i in range(64)}},
+    )  # fmt: skip
+    tracemalloc.start()
+    started = time.process_time()
+    result = run_cli("render", str(write(text)), "--out", str(tmp_path / "out"))
+    elapsed = time.process_time() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert result.status == 0, result.stderr
+    size = sum(path.stat().st_size for path in (tmp_path / "out").rglob("*") if path.is_file())
+    # About 0.3 s, 2 MB written and a few MB traced on a 2-core machine; the
+    # bounds are ten times that and more. Before the bounds, 1000 templates gave 96 MB.
+    assert elapsed < 10
+    assert peak < 100 * 1024 * 1024
+    assert size < 20 * 1024 * 1024
 
 
 def test_ext4_with_journal_takes_journal_options(write) -> None:

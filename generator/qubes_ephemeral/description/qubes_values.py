@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from qubes_ephemeral.description import values
 from qubes_ephemeral.description.model import DisposableTemplate
 from qubes_ephemeral.description.problems import Invalid
 from qubes_ephemeral.description.values import kind_of
@@ -35,6 +36,7 @@ def pools(value: object) -> tuple[str, ...] | str:
     if not isinstance(value, list) or not value:
         raise Invalid(f"expected 'default' or a list of pool names, got {kind_of(value)} {value!r}",
                       "write default, or e.g. [vm-pool]")  # fmt: skip
+    values.at_most(value, values.MAX_LIST, "pools")
     for index, item in enumerate(value):
         try:
             pool_name(item)
@@ -52,6 +54,8 @@ def disposable_templates(value: object) -> tuple[DisposableTemplate, ...]:
     if not isinstance(value, dict):
         raise Invalid(f"expected a mapping of disposable template names, got {kind_of(value)}",
                       "write e.g. {default-dvm: {}}")  # fmt: skip
+    # Each setting waits for every template's check (all or nothing): bounded.
+    values.at_most(list(value), values.MAX_LIST, "disposable templates")
     templates = []
     for name, options in value.items():
         qube_name(name)

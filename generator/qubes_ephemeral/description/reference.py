@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qubes_ephemeral.description import schema
+from qubes_ephemeral.description import schema, source
 
 COMMAND = "qubes-ephemeral reference > docs/configuration.md"
 
@@ -24,7 +24,11 @@ file is a valid description (the [dom0 guide](dom0-guide.md) puts it in
 `/srv/user_pillar/ephemeral.sls`). [`pillar.example`](../pillar.example) shows
 every key with its default and a comment; `qubes-ephemeral schema` lists the
 keys in the terminal; `qubes-ephemeral validate FILE` checks a description and
-changes nothing. Unknown keys are refused.
+changes nothing. Unknown keys are refused, and so is YAML a description has
+no use for: aliases (`*name`), tags (`!!set`, `!mine`), merge keys (`<<`),
+keys that are not text (`1:`, `null:`, an unquoted `on:`), a value longer
+than {source.MAX_VALUE} characters, more than {source.MAX_ITEMS} items in one list or mapping,
+nesting deeper than {source.MAX_DEPTH} levels, and a file over {source.MAX_BYTES // 1024} KiB.
 
 This page is made from the schema
 (`generator/qubes_ephemeral/description/schema.py`) by `qubes-ephemeral

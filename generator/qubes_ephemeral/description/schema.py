@@ -130,11 +130,14 @@ SCRATCH = Section(
                 "ext4 only: keep a journal (useless on a filesystem that is re-made at every boot; xfs always has one).",
                 values.boolean),
         Setting("mount_options", "list of options", ("noatime", "nodev", "nosuid"),
-                "Mount options, one per item (nofail and x-systemd.* are added by qubes-ephemeral).",
+                "Mount options of the filesystem, one per item, at most 64. Refused: what changes how systemd or mount "
+                "treats the line (x-*, comment=, auto, noauto, nofail, _netdev: qubes-ephemeral sets these) or who "
+                "mounts what (user, users, owner, group, bind, rbind, move, remount, loop, offset=, sizelimit=, "
+                "helper=, uhelper=).",
                 values.mount_options),
         Setting("consumers", "list of unit names", (),
                 "systemd units that must start only after the scratch filesystem is mounted: services, sockets, "
-                "timers or paths, none named qubes-ephemeral-*, systemd-*, dbus* or init.*.", values.units),
+                "timers or paths, none named qubes-ephemeral-*, systemd-*, dbus* or init.*; at most 64.", values.units),
     ),
 )  # fmt: skip
 
@@ -159,7 +162,7 @@ QUBES = Section(
             "'default' or list of pool names",
             qubes_values.DEFAULT_POOLS,
             "Pools whose volatile volumes qubesd opens with a fresh random key at every qube start "
-            "(qvm-pool set POOL -o ephemeral_volatile=True). 'default': the pools named by qubes-prefs "
+            "(qvm-pool set POOL -o ephemeral_volatile=True), at most 64. 'default': the pools named by qubes-prefs "
             "default_pool and default_pool_volatile at apply time.",
             qubes_values.pools,
         ),
@@ -169,7 +172,7 @@ QUBES = Section(
             (),
             "For each disposable template (NAME: {}): the feature qubes-ephemeral on NAME; the qubesd extension "
             "then makes each start of its disposables root read-only (writes to the volatile volume) and keys "
-            "that volume for the start.",
+            "that volume for the start. At most 64.",
             qubes_values.disposable_templates,
         ),
         Setting(
@@ -205,7 +208,7 @@ TRACES = Section(
             "paths",
             "list of directories under /var/log",
             TRACES_PATHS_DEFAULT,
-            "Log directories bind-mounted from the scratch filesystem at every boot.",
+            "Log directories bind-mounted from the scratch filesystem at every boot, at most 64.",
             values.trace_paths,
         ),
         Setting(

@@ -3,9 +3,13 @@
 The YAML is untrusted input in the sense that a typo or a hostile file must
 never crash the tool or exhaust memory:
 
-* the size is bounded before parsing;
+* the size is bounded before parsing, and so are each value's length, each
+  list's and mapping's number of items and the nesting depth: what the
+  validator does with a description stays bounded in time and memory;
 * aliases are refused outright, which makes "billion laughs" documents fail
-  in linear time (a description has no use for them);
+  in linear time (a description has no use for them); so are tags (``!!set``,
+  ``!!binary``...) and merge keys (``<<``), which make a value other than
+  the one written, and keys that are not text (``1:``, ``null:``, ``on:``);
 * duplicate keys are errors instead of silently keeping the last one;
 * every key path is mapped to its line, so problems can point at it.
 """
@@ -19,6 +23,10 @@ import yaml
 from qubes_ephemeral.description.problems import DescriptionError, Problem
 
 MAX_BYTES = 1024 * 1024
+MAX_ITEMS = 1000  # in one list or mapping: a description names a few dozen things
+MAX_VALUE = 4096  # characters of one value or key (PATH_MAX)
+MAX_DEPTH = 32
+STR_TAG = "tag:yaml.org,2002:str"
 ROOT = "ephemeral"
 
 Path = tuple[str, ...]
@@ -38,22 +46,47 @@ def _fail(message: str, hint: str = "", line: int | None = None, path: str = ROO
 
 
 def _check_events(text: str) -> None:
+    """Refuses, in one pass over the parser's events and before anything is
+    built, what a description has no use for and what would make it large."""
+    sizes: list[list[int]] = []  # [nodes so far, nodes allowed] in each open list or mapping
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark else None
         if isinstance(event, yaml.AliasEvent):
-            raise _fail(
-                "YAML aliases (*name) are not allowed in a description",
-                "write the value out in full",
-                event.start_mark.line + 1 if event.start_mark else None,
-            )
+            raise _fail("YAML aliases (*name) are not allowed in a description", "write the value out in full", line)
+        if isinstance(event, yaml.NodeEvent) and getattr(event, "tag", None) is not None:
+            raise _fail(f"YAML tags ({event.tag}) are not allowed in a description",  # type: ignore[attr-defined]
+                        "write the value plainly; quote it to make it text", line)  # fmt: skip
+        if isinstance(event, yaml.CollectionEndEvent):
+            sizes.pop()
+            continue
+        if isinstance(event, yaml.NodeEvent) and sizes:
+            sizes[-1][0] += 1
+            if sizes[-1][0] > sizes[-1][1]:
+                raise _fail(f"a list or mapping holds more than {MAX_ITEMS} items",
+                            "a description names a few dozen things at most", line)  # fmt: skip
+        if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_VALUE:
+            raise _fail(f"a value is longer than {MAX_VALUE} characters", "shorten it", line)
+        if isinstance(event, yaml.CollectionStartEvent):
+            # A mapping's items are a key and a value each.
+            sizes.append([0, 2 * MAX_ITEMS if isinstance(event, yaml.MappingStartEvent) else MAX_ITEMS])
+            if len(sizes) > MAX_DEPTH:
+                raise _fail("the YAML nests too deeply", "a description is at most a few levels deep", line)
 
 
 def _map_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: list[Problem]) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[object] = set()
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if not isinstance(key, str):
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != STR_TAG:
+                # A merge key (<<) too: its values would come in under other keys.
+                merge = key_node.tag == "tag:yaml.org,2002:merge"
+                problems.append(Problem(".".join(path) if path else ROOT,
+                                        "merge keys (<<) are not allowed" if merge
+                                        else f"a key that is not text: {_shown(key_node)}",
+                                        "write the keys out in full" if merge else "quote it, e.g. 'on': or '1':",
+                                        key_node.start_mark.line + 1))  # fmt: skip
                 continue
+            key = key_node.value
             child = (*path, key)
             if key in seen:
                 problems.append(
@@ -72,6 +105,10 @@ def _map_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: li
             child = (*path, str(index))
             lines.setdefault(child, item.start_mark.line + 1)
             _map_lines(item, child, lines, problems)
+
+
+def _shown(node: yaml.Node) -> str:
+    return repr(node.value[:40]) if isinstance(node, yaml.ScalarNode) else "a list or mapping"
 
 
 def load_text(text: str) -> Source:
@@ -99,6 +136,8 @@ def load_text(text: str) -> Source:
         ) from None
     except yaml.YAMLError as error:
         raise _fail(f"not valid YAML: {error}", "check the file's encoding and syntax") from None
+    except ValueError as error:  # e.g. a number Python will not convert; bounded above, kept as a net
+        raise _fail(f"not a value a description can hold: {str(error)[:80]}", "write a plain value") from None
     except RecursionError:
         raise _fail("the YAML nests too deeply", "a description is at most a few levels deep") from None
     lines: dict[Path, int] = {}

@@ -47,6 +47,16 @@ def integer(low: int, high: int) -> Callable[[object], int]:
     return parse
 
 
+# Lists whose items multiply in what is rendered (each writer waits for each
+# trace path...) are bounded well below the YAML reader's MAX_ITEMS.
+MAX_LIST = 64
+
+
+def at_most(value: list[object], limit: int, what: str) -> None:
+    if len(value) > limit:
+        raise Invalid(f"{len(value)} {what}, more than the {limit} a description may name", "name fewer")
+
+
 def optional(parse: Parser) -> Parser:
     def parse_optional(value: object) -> object:
         return None if value is None else parse(value)
@@ -162,6 +172,7 @@ TRACE_TREE = "/var/log"
 def trace_paths(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise Invalid(f"expected a list of log directories, got {kind_of(value)}", "write e.g. [/var/log/qubes]")
+    at_most(value, MAX_LIST, "log directories")
     paths: list[str] = []
     for index, item in enumerate(value):
         path = string(item)
@@ -230,13 +241,24 @@ def sector_size(value: object) -> int:
 
 
 OPTION = re.compile(r"[A-Za-z0-9_.:=/@+-]+")
-# Options we set ourselves; a second copy would conflict or re-trigger Salt.
-MANAGED_OPTIONS = ("x-systemd.", "nofail", "noauto", "auto")
+# Options that change how systemd's fstab generator or mount(8) treat the
+# line (when and whether it is mounted, by whom, what is mounted, with which
+# helper program), as prefixes; "=" ends one that takes a value. We set
+# nofail and x-systemd.* ourselves; none of these is the user's to set.
+MANAGED_OPTIONS = ("x-", "comment=", "nofail", "noauto", "auto", "_netdev")
+REFUSED_OPTIONS = ("user", "users", "user=", "owner", "group", "bind", "rbind", "move", "remount", "loop", "loop=",
+                   "offset=", "sizelimit=", "encryption=", "helper=", "uhelper=")  # fmt: skip
+
+
+def _option_in(option: str, listed: tuple[str, ...]) -> bool:
+    option = option.lower()
+    return any(option == item or (item.endswith(("=", "-")) and option.startswith(item)) for item in listed)
 
 
 def mount_options(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Invalid(f"expected a list of mount options, got {kind_of(value)}", "write e.g. [noatime, nodev, nosuid]")
+    at_most(value, MAX_LIST, "mount options")
     options = []
     for index, item in enumerate(value):
         if not isinstance(item, str) or not OPTION.fullmatch(item):
@@ -244,8 +266,12 @@ def mount_options(value: object) -> tuple[str, ...]:
                 f"item {index} ({item!r}) is not one mount option",
                 "one option per list item, without commas, spaces or newlines",
             )
-        if item.startswith(MANAGED_OPTIONS[0]) or item in MANAGED_OPTIONS[1:]:
-            raise Invalid(f"item {index} ({item!r}) is set by qubes-ephemeral itself", "remove it")
+        if _option_in(item, MANAGED_OPTIONS):
+            raise Invalid(f"item {index} ({item!r}) is set by qubes-ephemeral itself: it decides how systemd "
+                          "mounts the scratch filesystem", "remove it")  # fmt: skip
+        if _option_in(item, REFUSED_OPTIONS):
+            raise Invalid(f"item {index} ({item!r}) changes who mounts what, or how: the scratch filesystem is "
+                          "mounted at boot, by systemd, from its own mapping", "remove it")  # fmt: skip
         options.append(item)
     return tuple(options)
 
@@ -262,6 +288,7 @@ WAITING_TYPES = (".service", ".socket", ".timer", ".path")
 def units(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Invalid(f"expected a list of systemd unit names, got {kind_of(value)}", "write e.g. [qubesd.service]")
+    at_most(value, MAX_LIST, "units")
     for index, item in enumerate(value):
         if not isinstance(item, str) or not UNIT.fullmatch(item):
             raise Invalid(f"item {index} ({item!r}) is not a systemd unit name", "write e.g. qubesd.service")

@@ -6,7 +6,12 @@ it is covered, and by what, with the threat level (README, threat model):
 - ok       covered as the description asks;
 - missing  the description asks for it, and it is not in place;
 - gap      not asked for, and data there outlives a reboot (information);
-- unknown  could not be checked (the detail says why, e.g. needs root).
+- unknown  could not be checked (the detail says why, e.g. needs root, or a
+           tool that is missing, cannot be run, fails or does not answer).
+
+What a command could not show is never taken for an answer: a check whose
+command did not run to its end, or failed, is unknown, and any unknown fails
+the audit (exit 1), as a required check that is missing does.
 
 The audit changes nothing: it runs read-only commands (dmsetup table
 without keys, findmnt, lsblk, blkid -p, systemctl is-*, the Qubes admin
@@ -15,6 +20,7 @@ commands' info/read forms) and reads files, all through a probe.Host.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -22,7 +28,7 @@ from typing import Any, cast
 from qubes_ephemeral.description import schema
 from qubes_ephemeral.description.model import Crypt, Description, Scratch
 from qubes_ephemeral.dom0 import diff, parsers
-from qubes_ephemeral.dom0.probe import NOT_FOUND, Host, Output
+from qubes_ephemeral.dom0.probe import NOT_EXECUTABLE, NOT_FOUND, TIMED_OUT, Host, Output
 from qubes_ephemeral.payload.vm_initramfs import KERNELS_DIR
 from qubes_ephemeral.qubesd.feature import (
     OWN_INITRAMFS_DRACUT,
@@ -46,23 +52,50 @@ class Finding:
     status: str  # ok, missing, gap, unknown
     level: int | None  # the threat level this place matters for
     detail: str
-    required: bool  # asked for by the description: missing or unknown fails the audit
+    required: bool  # asked for by the description: missing fails the audit (unknown always does)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 def exit_code(findings: list[Finding]) -> int:
-    return 1 if any(f.required and f.status in ("missing", "unknown") for f in findings) else 0
+    """1 when something asked for is missing, or anything could not be checked."""
+    return 1 if any(f.status == "unknown" or (f.required and f.status == "missing") for f in findings) else 0
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _why(output: Output, command: str) -> str:
+    """Why ``command`` could not answer, in one line."""
+    message = _one_line(output.err or output.out)
     if output.rc == NOT_FOUND:
-        return f"{command} is not installed here"
+        return f"{command} is not installed here (not found in PATH)"
+    reason = message.removeprefix(f"{command.split()[0]}: ")
+    if output.rc == NOT_EXECUTABLE:
+        return f"{command} could not be run ({reason or 'exit 126'})"
+    if output.rc == TIMED_OUT:
+        return f"{command} timed out ({reason or 'exit 124'})"
+    if output.rc < 0:
+        return f"{command} was killed (signal {-output.rc})"
     if output.denied:
         return f"{command} needs root: run the audit with sudo"
-    message = " ".join((output.err or output.out).split())
-    return f"{command} failed: {message[:160]}"
+    return f"{command} failed (exit {output.rc}): {message or 'no message'}"
+
+
+def _nothing_found(output: Output) -> bool:
+    """findmnt's answer when nothing is mounted there: exit 1, and silent."""
+    return output.rc == 1 and not (output.out + output.err).strip()
+
+
+def _parsed(parse: Callable[[str], list[dict[str, str]]], output: Output, command: str) -> tuple[list[dict[str, str]], str]:
+    """What a command printed as JSON, parsed; or why it does not parse."""
+    try:
+        return parse(output.out), ""
+    except (ValueError, AttributeError, TypeError) as error:
+        return [], f"{command} printed what does not parse ({_one_line(str(error), 80)})"
 
 
 @dataclass(frozen=True)
@@ -95,21 +128,34 @@ class Audit:
         self.host = host
         self.description = description
         self.manifest = manifest
-        self.mappings = mappings(host)
+        self.mappings: dict[str, Mapping] = {}
+        self._mappings_error = ""
+        try:
+            self.mappings = mappings(host)
+        except OSError as error:
+            self._mappings_error = f"the device-mapper devices cannot be read from /sys/block: {error.strerror or error}"
         self._crypttab: dict[str, tuple[str, str, str]] | None = None
         self._crypttab_error = ""
         try:
             self._crypttab = parsers.crypttab(host.read("/etc/crypttab") or "")
         except PermissionError:
             self._crypttab_error = "/etc/crypttab is not readable: run the audit with sudo"
+        except (OSError, ValueError) as error:
+            self._crypttab_error = f"/etc/crypttab cannot be read: {getattr(error, 'strerror', None) or error}"
 
     def run(self) -> list[Finding]:
-        findings = list(self.scratch())
-        findings += self.swaps()
-        findings += self.qubes()
-        findings += self.private_cow()
-        findings += self.traces()
-        findings += self.drift()
+        findings: list[Finding] = []
+        sections = (("scratch", self.scratch), ("swap", self.swaps), ("qubes", self.qubes),
+                    ("patches", self.private_cow), ("traces", self.traces), ("drift", self.drift))  # fmt: skip
+        for area, section in sections:
+            try:
+                findings.extend(section())
+            except (OSError, ValueError, subprocess.SubprocessError) as error:
+                # What the checks above do not expect (a file that cannot be read, an output
+                # that does not parse): the rest of this area is unknown, and the audit goes on.
+                why = _one_line(f"{type(error).__name__}: {error}")
+                findings.append(Finding(area, f"the rest of the {area} checks", "unknown", None,
+                                        f"could not be checked: {why}", True))  # fmt: skip
         return findings
 
     # --- the re-keyed devices ---
@@ -117,6 +163,8 @@ class Audit:
     def _keyed_at_boot(self, name: str) -> tuple[str, str]:
         """(status, detail) for a mapping we expect keyed from /dev/urandom at every open."""
         mapping = self.mappings.get(name)
+        if self._mappings_error:
+            return "unknown", self._mappings_error
         if mapping is None:
             return "missing", f"/dev/mapper/{name} is not open"
         if mapping.kind != "PLAIN":
@@ -130,6 +178,8 @@ class Audit:
 
     def _table(self, crypt: Crypt, area: str) -> Finding:
         item = f"/dev/mapper/{crypt.name} cipher"
+        if self._mappings_error:
+            return Finding(area, item, "unknown", 1, self._mappings_error, True)
         if crypt.name not in self.mappings:
             return Finding(area, item, "missing", 1, "not open", True)
         output = self.host.run(["dmsetup", "table", "--", crypt.name])
@@ -173,24 +223,33 @@ class Audit:
         elif state != "enabled":
             yield Finding("scratch", item, "missing", 1, f"{PROTECT_UNIT} is {state}", True)
         else:
-            active = self.host.run(["systemctl", "is-active", PROTECT_UNIT]).out.strip()
-            yield Finding("scratch", item, "ok", 1, f"immutable while unmounted ({PROTECT_UNIT} {active})", True)
+            output = self.host.run(["systemctl", "is-active", PROTECT_UNIT])
+            active = output.out.strip()
+            if not output.ran or not active:
+                yield Finding("scratch", item, "unknown", 1, f"{PROTECT_UNIT} is enabled; whether it ran: "
+                              f"{_why(output, 'systemctl is-active')}", True)  # fmt: skip
+            else:
+                yield Finding("scratch", item, "ok", 1, f"immutable while unmounted ({PROTECT_UNIT} {active})", True)
 
     def _unit_file_state(self, unit: str) -> tuple[str | None, str]:
         """``systemctl is-enabled``: the state, "absent", or None with why it is unknown."""
         output = self.host.run(["systemctl", "is-enabled", unit])
+        if not output.ran:
+            return None, _why(output, "systemctl is-enabled")
         if output.out.strip():
             return output.out.strip(), ""
-        if output.rc != NOT_FOUND and ("No such file" in output.err or "not found" in output.err.lower()):
+        if "No such file" in output.err or "not found" in output.err.lower():
             return "absent", ""
         return None, _why(output, "systemctl is-enabled")
 
     def _mounted(self, scratch: Scratch) -> Finding:
         item = f"mounted on {scratch.mountpoint}"
         output = self.host.run(["findmnt", "-J", "-o", "SOURCE,FSTYPE,OPTIONS", "--mountpoint", scratch.mountpoint])
-        if output.rc == NOT_FOUND:
+        if not _nothing_found(output) and output.rc != 0:
             return Finding("scratch", item, "unknown", 1, _why(output, "findmnt"), True)
-        mounts = parsers.findmnt(output.out) if output.rc == 0 else []
+        mounts, why = _parsed(parsers.findmnt, output, "findmnt") if output.rc == 0 else ([], "")
+        if why:
+            return Finding("scratch", item, "unknown", 1, why, True)
         if not mounts:
             return Finding("scratch", item, "missing", 1, "nothing is mounted there", True)
         mount = mounts[-1]
@@ -211,23 +270,38 @@ class Audit:
             yield Finding("swap", "active swap", "unknown", 1, "/proc/swaps is not readable", swap is not None)
             return
         ours = self.mappings.get(swap.name) if swap else None
+        knames = {device: self._kname(device) for device in active}
         if swap is not None:
             status, detail = self._keyed_at_boot(swap.name)
-            in_use = ours is not None and any(self._kname(dev) == ours.kname for dev in active)
+            in_use = ours is not None and any(kname == ours.kname for kname, _ in knames.values())
             if status == "ok" and not in_use:
-                status, detail = "missing", f"/dev/mapper/{swap.name} is open but not in use as swap"
+                unknown = [f"{device}: {why}" for device, (kname, why) in knames.items() if kname is None]
+                if unknown:
+                    status, detail = "unknown", f"whether /dev/mapper/{swap.name} is in use as swap: {unknown[0]}"
+                else:
+                    status, detail = "missing", f"/dev/mapper/{swap.name} is open but not in use as swap"
             yield Finding("swap", f"{swap.device.path} as /dev/mapper/{swap.name}", status, 1, detail, True)
             yield self._table(swap, "swap")
         for device in active:
-            if ours is not None and self._kname(device) == ours.kname:
+            if ours is not None and knames[device][0] == ours.kname:
                 continue
-            chain = self._chain(device)
+            chain, why = self._chain(device)
             item = f"{device} ({chain[0]['name']})" if chain and chain[0].get("name") else device
-            how = self._swap_key(chain)
+            may_be_taken_over = swap is not None and swap.replace
+            if why:
+                yield Finding("swap", item, "unknown", 1, f"how it is keyed: {why}", may_be_taken_over)
+                continue
+            how, why = self._swap_key(chain)
+            if why:
+                yield Finding("swap", item, "unknown", 1, why, may_be_taken_over)
+                continue
             if how.startswith("keyed at boot"):
                 yield Finding("swap", item, "ok", 1, how, False)
                 continue
-            taken_over = swap is not None and swap.replace and self._on(device, swap.device.path)
+            taken_over, why = self._on(device, swap.device.path) if swap is not None and swap.replace else (False, "")
+            if taken_over is None:
+                yield Finding("swap", item, "unknown", 1, f"{how}; whether the description takes it over: {why}", True)
+                continue
             status = "missing" if taken_over else "gap"
             detail = f"{how}: what is swapped out outlives a reboot"
             if taken_over:
@@ -236,31 +310,49 @@ class Audit:
         if not active and swap is None:
             yield Finding("swap", "no active swap", "ok", 1, "nothing is swapped out", False)
 
-    def _kname(self, device: str) -> str:
+    def _kname(self, device: str) -> tuple[str | None, str]:
+        """The kernel's name of a block device (dm-3 for /dev/mapper/x), or None and why not.
+        Without lsblk, a node right under /dev (as /proc/swaps names them) is its own name."""
         output = self.host.run(["lsblk", "-n", "-d", "-o", "KNAME", "--", device])
-        return output.out.strip() if output.rc == 0 else device.rsplit("/", 1)[-1]
+        if output.rc == 0 and output.out.strip():
+            return output.out.strip(), ""
+        if device.startswith("/dev/") and "/" not in device[len("/dev/") :]:
+            return device[len("/dev/") :], ""
+        return None, _why(output, "lsblk")
 
-    def _chain(self, device: str) -> list[dict[str, str]]:
+    def _chain(self, device: str) -> tuple[list[dict[str, str]], str]:
+        """The device and what it is built on (lsblk), or why that could not be read.
+        A swap file is no block device: an empty chain, nothing unknown."""
         output = self.host.run(["lsblk", "-J", "-s", "-o", "NAME,KNAME,PATH,TYPE", "--", device])
-        return parsers.lsblk_chain(output.out) if output.rc == 0 else []
+        if output.rc != 0:
+            return [], (_why(output, "lsblk") if device.startswith("/dev/") or not output.ran else "")
+        chain, why = _parsed(parsers.lsblk_chain, output, "lsblk")
+        return chain, why or ("" if chain else "lsblk showed nothing for it")
 
-    def _on(self, device: str, raw: str) -> bool:
-        """Whether ``device`` is ``raw`` or built on it."""
-        raw_kname = self._kname(raw)
-        return any(node.get("kname") == raw_kname for node in self._chain(device))
+    def _on(self, device: str, raw: str) -> tuple[bool | None, str]:
+        """Whether ``device`` is ``raw`` or built on it; None and why when that cannot be told."""
+        raw_kname, why = self._kname(raw)
+        chain, chain_why = self._chain(device)
+        if raw_kname is None or chain_why:
+            return None, why or chain_why
+        return any(node.get("kname") == raw_kname for node in chain), ""
 
-    def _swap_key(self, chain: list[dict[str, str]]) -> str:
+    def _swap_key(self, chain: list[dict[str, str]]) -> tuple[str, str]:
+        """How a swap is keyed, or ("", why) when that cannot be told."""
         if not chain:
-            return "not a block device we can follow (a swap file?)"
+            return "not a block device we can follow (a swap file?)", ""
         for node in chain:
             if node.get("type") != "crypt":
                 continue
             name = node.get("name", "")
-            if self._keyed_at_boot(name)[0] == "ok":
-                return f"keyed at boot (plain dm-crypt {name}, key from /dev/urandom)"
+            status, detail = self._keyed_at_boot(name)
+            if status == "ok":
+                return f"keyed at boot (plain dm-crypt {name}, key from /dev/urandom)", ""
+            if status == "unknown":
+                return "", f"dm-crypt {name}, keyed how: {detail}"
             mapping = self.mappings.get(name)
-            return f"under a persistent key ({mapping.kind if mapping else 'dm-crypt'} {name})"
-        return "not encrypted"
+            return f"under a persistent key ({mapping.kind if mapping else 'dm-crypt'} {name})", ""
+        return "not encrypted", ""
 
     # --- Qubes ---
 

@@ -8,8 +8,10 @@ so the audit's tests run on recorded outputs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,27 +28,53 @@ class Output:
     err: str
 
     @property
+    def ran(self) -> bool:
+        """Whether the command ran to its end (whatever its exit): not when it was not
+        found, could not be started, timed out or was killed by a signal."""
+        return self.rc >= 0 and self.rc not in (NOT_FOUND, NOT_EXECUTABLE, TIMED_OUT)
+
+    @property
     def denied(self) -> bool:
         text = self.err.lower()
-        return self.rc != 0 and ("permission denied" in text or "must be root" in text or "not permitted" in text)
+        return (self.ran and self.rc != 0
+                and ("permission denied" in text or "must be root" in text or "not permitted" in text))  # fmt: skip
 
 
-NOT_FOUND = 127
+# The exit statuses a shell gives a command it could not find or start, and timeout(1) one it stopped.
+NOT_FOUND, NOT_EXECUTABLE, TIMED_OUT = 127, 126, 124
+TIME_LIMIT = 60.0  # seconds, for each command
 
 
 class Host:
     """The live system."""
 
+    def __init__(self, time_limit: float = TIME_LIMIT) -> None:
+        self.time_limit = time_limit
+
     def run(self, argv: Sequence[str]) -> Output:
+        """What ``argv`` printed and its exit status. A command that cannot run is an
+        Output too, never an exception: NOT_FOUND (not in PATH), NOT_EXECUTABLE (there
+        but cannot be started: not executable, a bad interpreter...), TIMED_OUT (killed,
+        with whatever it started, after the time limit), each with the reason in ``err``."""
         # The user's environment (the Qubes tools need theirs), with messages in English to parse.
         env = {**os.environ, "LC_ALL": "C"}
         try:
-            done = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=60, check=False)
+            process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=env, start_new_session=True)  # fmt: skip
         except FileNotFoundError:
             return Output(NOT_FOUND, "", f"{argv[0]}: command not found")
+        except OSError as error:  # PermissionError (not executable, a folder), ENOEXEC...
+            return Output(NOT_EXECUTABLE, "", f"{argv[0]}: {error.strerror or error}")
+        try:
+            out, err = process.communicate(timeout=self.time_limit)
         except subprocess.TimeoutExpired:
-            return Output(124, "", f"{argv[0]}: timed out")
-        return Output(done.returncode, done.stdout, done.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: the command and what it started
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a pipe held by one that left the session
+                process.communicate(timeout=5)
+            process.wait()
+            return Output(TIMED_OUT, "", f"{argv[0]}: stopped after {self.time_limit:g} s without an answer")
+        return Output(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def read(self, path: str) -> str | None:
         """The text of ``path``; None when absent (or, under /proc, its process
@@ -91,7 +119,8 @@ class Host:
 class RecordingHost(Host):
     """The live system, writing down everything it was asked (for tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, time_limit: float = TIME_LIMIT) -> None:
+        super().__init__(time_limit)
         self.record: dict[str, dict[str, object]] = {
             kind: {} for kind in ("run", "read", "listdir", "mtime", "readlink", "is_dir", "exists", "initramfs")
         }
@@ -149,6 +178,7 @@ class RecordedHost(Host):
     not found (a command), as on a machine that does not have it."""
 
     def __init__(self, record: dict[str, dict[str, object]]) -> None:
+        super().__init__()
         self.record = record
 
     @classmethod
