@@ -263,3 +263,20 @@ def test_a_refused_takeover_toggle_changes_nothing_in_a_whole_apply(box: Sandbox
     assert status != 0 and "nothing was changed" in "\n".join(failed(states))
     assert box.read("/etc/crypttab") == crypttab
     assert box.read("/etc/qubes-ephemeral/applied.json") == record
+
+
+def test_a_device_that_is_mounted_now_is_refused_whatever_the_description_calls_it(box: Sandbox) -> None:
+    """The scratch device's name resolves to the block device of the sandbox's
+    root filesystem: mounted, so the preflight (major:minor against
+    /proc/self/mountinfo) refuses it before anything changes."""
+    found = box.shell("awk '$5 == \"/\" {print $3}' /proc/self/mountinfo").stdout.split()
+    if not found or found[-1].startswith("0:"):
+        pytest.skip("the root filesystem here is not on a block device")
+    major, minor = found[-1].split(":")
+    made = ["mkdir -p /dev/qubes_dom0", "rm -f /dev/qubes_dom0/ephemeral /dev/dm-4", f"mknod /dev/dm-4 b {major} {minor}",
+            "ln -s ../dm-4 /dev/qubes_dom0/ephemeral"]  # fmt: skip
+    assert box.shell(" && ".join(made)).returncode == 0
+    box.put("/etc/crypttab", DOM0_CRYPTTAB)
+    box.put("/etc/fstab", DOM0_FSTAB)
+    refused(box, {"/etc/crypttab": DOM0_CRYPTTAB.encode(), "/etc/fstab": DOM0_FSTAB.encode()},
+            f"/dev/qubes_dom0/ephemeral ({major}:{minor}), or a device on it, is mounted")  # fmt: skip

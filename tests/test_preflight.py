@@ -242,3 +242,121 @@ def test_a_line_on_a_partition_of_our_device_or_on_what_is_built_on_it_is_a_clai
     (root / "etc/crypttab").write_text(CRYPTTAB)
     (root / "etc/fstab").write_text(FSTAB + "/dev/dm-0 /srv ext4 defaults 0 0\n")
     assert any("or a part of it" in p for p in problems(plan, Files(str(root))))
+
+
+# --- the device as dom0 sees it now (major:minor, /proc and /sys) --------------------------------------------------
+
+LVM_ID = "LVM-" + "a" * 32 + "b" * 32  # a volume group's id, then the volume's
+
+
+@pytest.fixture
+def nodes(root: Path) -> Path:
+    """dm-3 (the swap LV) and dm-4 (the scratch LV) as real block device nodes, named by dm as LVM names them."""
+    for name, minor in (("dm-3", 3), ("dm-4", 4)):
+        (root / "dev" / name).unlink()
+        if subprocess.run(["mknod", str(root / "dev" / name), "b", "253", str(minor)], capture_output=True,
+                          check=False).returncode != 0:  # fmt: skip
+            pytest.skip("cannot make a device node here")
+    dm_device(root, 3, "qubes_dom0-swap", LVM_ID)
+    dm_device(root, 4, "qubes_dom0-ephemeral", LVM_ID.replace("b", "c"))
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/mountinfo").write_text("22 1 253:0 / / rw,relatime - ext4 /dev/mapper/qubes_dom0-root rw\n")
+    (root / "proc/swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n")
+    return root
+
+
+def dm_device(root: Path, minor: int, name: str, uuid: str) -> None:
+    (root / f"sys/dev/block/253:{minor}/dm").mkdir(parents=True, exist_ok=True)
+    (root / f"sys/dev/block/253:{minor}/dm/name").write_text(name + "\n")
+    (root / f"sys/dev/block/253:{minor}/dm/uuid").write_text(uuid + "\n")
+
+
+def node(root: Path, path: str, minor: int) -> None:
+    """A block device node 253:minor at ``path``, listed in /sys/class/block as dm-minor."""
+    (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mknod", str(root / path.lstrip("/")), "b", "253", str(minor)], check=True)
+    (root / f"sys/class/block/dm-{minor}").mkdir(parents=True, exist_ok=True)
+    (root / f"sys/class/block/dm-{minor}/dev").write_text(f"253:{minor}\n")
+
+
+def test_dom0_as_found_with_real_device_nodes_has_nothing_in_the_way(nodes: Path) -> None:
+    for section in MANIFEST["sections"]:
+        assert check(nodes, section) == [], section
+
+
+def test_a_mounted_device_or_one_with_a_mounted_device_on_it_is_refused(nodes: Path) -> None:
+    (nodes / "proc/self/mountinfo").write_text("30 1 253:4 / /srv rw - ext4 /dev/dm-4 rw\n")
+    assert any("is mounted" in p for p in check(nodes, "scratch"))
+    # A device stacked on it (a LUKS mapping, say) is mounted.
+    node(nodes, "/dev/dm-9", 9)
+    (nodes / "sys/dev/block/253:4/holders/dm-9").mkdir(parents=True)
+    (nodes / "proc/self/mountinfo").write_text("30 1 253:9 / /srv rw - ext4 /dev/dm-9 rw\n")
+    found = check(nodes, "scratch")
+    assert any("is mounted" in p for p in found) and any("carries other devices (253:9" in p for p in found), found
+
+
+def test_an_active_swap_is_refused_unless_the_section_takes_it_over(nodes: Path) -> None:
+    (nodes / "proc/swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n/dev/dm-3 partition 1048572 0 -2\n")
+    assert check(nodes, "swap") == []  # the takeover switches it off before it is keyed
+    plan = applied.plan(MANIFEST, None, "swap")
+    plan["artifacts"] = [a for a in plan["artifacts"] if a["kind"] != "comment-out"]  # replace: false
+    assert any("active swap" in p for p in problems(plan, Files(str(nodes))))
+    (nodes / "proc/swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n/dev/dm-4 partition 1048572 0 -2\n")
+    assert any("active swap" in p for p in check(nodes, "scratch"))
+
+
+def test_our_own_open_mapping_on_the_device_is_not_in_the_way(nodes: Path) -> None:
+    """A second apply after activate: now: our mapping holds the device and is mounted."""
+    node(nodes, "/dev/mapper/ephemeral", 10)
+    (nodes / "sys/dev/block/253:4/holders/dm-10").mkdir(parents=True)
+    (nodes / "proc/self/mountinfo").write_text("30 1 253:10 / /var/lib/qubes-ephemeral rw - ext4 /dev/dm-10 rw\n")
+    assert check(nodes, "scratch") == []
+    # Someone else's mapping on it is in the way.
+    (nodes / "dev/mapper/ephemeral").unlink()
+    assert any("carries other devices (253:10" in p for p in check(nodes, "scratch"))
+
+
+@pytest.mark.parametrize(("name", "uuid", "words"), [
+    ("qubes_dom0-vm--work--private", LVM_ID, "a qube's volume"),
+    ("vg1-vm--work--volatile", LVM_ID, "a qube's volume"),
+    ("qubes_dom0-pool00", LVM_ID + "-pool", "a layer LVM stacks"),
+    ("qubes_dom0-pool00-tpool", LVM_ID + "-tpool", "a layer LVM stacks"),
+    ("qubes_dom0-pool00_tdata", LVM_ID, "internal LVM sub-volume"),
+    ("qubes_dom0-root", LVM_ID, "dom0's own volume"),
+    ("vg1-data_rimage_0", LVM_ID, "internal LVM sub-volume"),
+    ("luks-0b5e", "CRYPT-LUKS2-0b5e-luks-0b5e", "open encrypted mapping"),
+    ("ephemeral-swap", "CRYPT-PLAIN-ephemeral-swap", "open encrypted mapping"),
+    ("vg-", LVM_ID, "cannot be read"),
+])  # fmt: skip
+def test_what_device_mapper_says_the_device_is_refuses_it_whatever_its_name_in_the_description(
+    nodes: Path, name: str, uuid: str, words: str
+) -> None:
+    """The description names /dev/qubes_dom0/ephemeral; the node it resolves to is, to dm, something else."""
+    dm_device(nodes, 4, name, uuid)
+    found = check(nodes, "scratch")
+    assert any(words in p for p in found), found
+
+
+@pytest.mark.parametrize("name", ["qubes_dom0-ephemeral", "vg--data-eph--lv", "qubes_dom0-swap"])
+def test_a_plain_volume_of_ones_own_is_not_refused_by_its_dm_names(nodes: Path, name: str) -> None:
+    dm_device(nodes, 4, name, LVM_ID)
+    found = check(nodes, "scratch")
+    # dom0's swap LV is for swap: only a scratch use of it is refused.
+    assert found == [] if name != "qubes_dom0-swap" else any("dom0's swap" in p for p in found), found
+
+
+def test_two_sections_on_one_device_under_two_names_are_refused_both_ways(nodes: Path) -> None:
+    (nodes / "dev/qubes_dom0/ephemeral").unlink()
+    (nodes / "dev/qubes_dom0/ephemeral").symlink_to("../dm-3")  # the scratch LV is the swap LV
+    assert any("device of section swap" in p for p in check(nodes, "scratch"))
+    assert any("device of section scratch" in p for p in check(nodes, "swap"))
+
+
+def test_a_partition_of_the_other_sections_device_is_refused(nodes: Path) -> None:
+    node(nodes, "/dev/dm-11", 11)
+    (nodes / "sys/dev/block/253:3/dm-11").mkdir(parents=True)
+    (nodes / "sys/dev/block/253:3/dm-11/partition").write_text("1\n")
+    (nodes / "dev/qubes_dom0/ephemeral").unlink()
+    (nodes / "dev/qubes_dom0/ephemeral").symlink_to("../dm-11")
+    dm_device(nodes, 11, "qubes_dom0-ephemeral", LVM_ID)
+    assert any("device of section swap" in p for p in check(nodes, "scratch"))

@@ -82,7 +82,7 @@ class Device:
         return self.volume.aliases if self.volume else (self.path,)
 
 
-def _check_volume(volume: LogicalVolume, role: str) -> None:
+def check_volume(volume: LogicalVolume, role: str) -> None:
     if not LVM_NAME.fullmatch(volume.vg) or not LVM_NAME.fullmatch(volume.lv):
         raise Invalid(f"'{volume.vg}/{volume.lv}' is not a valid LVM volume name", STABLE_HINT)
     lv = volume.lv
@@ -125,7 +125,7 @@ def parse_device(value: object, role: str) -> Device:
         raise Invalid(f"{value!r} is not a normalised path", "remove '//', '.' and '..' and any trailing '/'")
     volume = _classify(value, parts)
     if volume is not None:
-        _check_volume(volume, role)
+        check_volume(volume, role)
     return Device(value, volume)
 
 

@@ -210,6 +210,14 @@ def plan(manifest: dict[str, object], record_text: str | None, section: str,
         "prune": prune,
         "remove": remove,
         "activation": now or before,
+        # The devices the pillar's other sections key: never this one's under another name.
+        "other_devices": {
+            name: str(other["device"])
+            for name, other in sorted(activation.items())
+            if name != section and isinstance(other, dict) and "device" in other
+        }
+        if isinstance(activation, dict)
+        else {},
         # Whether a systemd file changes: a daemon-reload must follow.
         "reload_on_apply": any(a.get("daemon_reload") for a in [*current, *prune]),
         "reload_on_clean": any(a.get("daemon_reload") for a in remove),

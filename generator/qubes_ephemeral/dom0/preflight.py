@@ -15,6 +15,12 @@ up front is checked up front, all of it at once:
   /dev/disk/by-* link: whatever resolves to the same block device), nor
   our mapping's name or our mount point; a persistent swap line the takeover
   comments out is the one exception;
+- apply only: the device, resolved to its major:minor, is no one else's
+  now: not mounted, not an active swap (but the persistent swap the
+  takeover switches off), carrying no partition or device but our own
+  mapping, not a dm-crypt mapping nor an LVM layer, internal volume or
+  qube's volume (the names dm gives it, whatever name the description used),
+  and not the device (or a part of it) of another section;
 - apply only: the mount point is a plain folder, empty or already mounted,
   so mounting never hides files and ``chattr +i`` never freezes someone's.
 
@@ -33,6 +39,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from qubes_ephemeral.description.devices import check_volume, split_mapper_name
+from qubes_ephemeral.description.problems import Invalid
 from qubes_ephemeral.dom0 import textedit
 from qubes_ephemeral.render.artifacts import CRYPTTAB, FSTAB, Artifact, Block, CommentOut, from_dict
 
@@ -143,6 +151,28 @@ class Files:
                         todo.append(child)
         return found
 
+    def mounted(self) -> set[int]:
+        """The devices of every mounted filesystem (major:minor, /proc/self/mountinfo)."""
+        found = set()
+        for line in (self.read("/proc/self/mountinfo") or "").splitlines():
+            fields = line.split()
+            if len(fields) > 2 and re.fullmatch(r"\d+:\d+", fields[2]):
+                major, minor = map(int, fields[2].split(":"))
+                found.add(os.makedev(major, minor))
+        return found
+
+    def swaps(self) -> set[tuple[str, object]]:
+        """The active swap areas (/proc/swaps), as ``device()`` names them."""
+        lines = (self.read("/proc/swaps") or "").splitlines()[1:]
+        named = (self.device(line.split()[0]) for line in lines if line.split())
+        return {identity for identity in named if identity is not None}
+
+    def dm(self, rdev: int) -> tuple[str, str] | None:
+        """A device-mapper device's (uuid, name), from /sys; None for another device."""
+        folder = f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/dm"
+        name = self.read(f"{folder}/name")
+        return None if name is None else ((self.read(f"{folder}/uuid") or "").strip(), name.strip())
+
     def mountpoint_problem(self, path: str) -> str | None:
         full = self.path(path)
         parts = path.strip("/").split("/")
@@ -231,6 +261,7 @@ def problems(plan: Mapping[str, object], files: Files, cleaning: bool = False) -
                              f"took over. Undo that apply first (qubesctl state.apply ephemeral.{plan.get('section')}"
                              ".clean), reboot, then apply again")  # fmt: skip
         found += _claims(plan, files)
+        found += _in_use(plan, files)
         for item, _ in items:
             if item.kind == "directory" and (problem := files.mountpoint_problem(item.target)):
                 found.append(problem)
@@ -343,3 +374,58 @@ def _claims(plan: Mapping[str, object], files: Files) -> list[str]:
             ):
                 found.append(f"{where} already uses {mountpoint}")
     return found
+
+
+def _in_use(plan: Mapping[str, object], files: Files) -> list[str]:
+    """What makes the device, as dom0 sees it now, someone else's."""
+    activation = plan.get("activation")
+    if not isinstance(activation, dict):
+        return []
+    device = str(activation.get("device", ""))
+    identity = files.device(device)
+    if identity is None or identity[0] != "dev":
+        return []  # not there now: the boot guard checks it before it is keyed
+    rdev = int(identity[1])  # type: ignore[call-overload]
+    where = f"{device} ({os.major(rdev)}:{os.minor(rdev)})"
+    ours = files.related(files.device(str(activation.get("mapping", ""))))  # open already: an earlier apply's
+    keyed = files.related(identity)
+    taken_over = any(isinstance(item, CommentOut) for item, _ in _items(plan, "artifacts"))
+    found = []
+    carried = sorted(f"{os.major(int(d[1]))}:{os.minor(int(d[1]))}" for d in keyed - {identity} - ours)  # type: ignore[call-overload]
+    if carried:
+        found.append(f"{where} carries other devices ({', '.join(carried)}: a partition, or an encrypted or LVM "
+                     "volume on it): keying it destroys them. Name a device that nothing is built on")  # fmt: skip
+    mounted, swaps = files.mounted(), files.swaps()
+    for each in sorted(keyed - ours, key=str):
+        if each[1] in mounted:
+            found.append(f"{where}, or a device on it, is mounted: keying it destroys a filesystem in use")
+        if each in swaps and not (taken_over and each == identity):
+            found.append(f"{where}, or a device on it, is an active swap that this section does not take over")
+    if (dm := files.dm(rdev)) is not None:
+        found += _dm_problem(where, *dm, role=str(plan.get("section")))
+    others = plan.get("other_devices")
+    for section, other in sorted(others.items()) if isinstance(others, dict) else ():
+        if keyed & files.related(files.device(str(other))):
+            found.append(f"{where} is the device of section {section} ({other}), or a part of it: one device, "
+                         "two sections. Give each its own device")  # fmt: skip
+    return found
+
+
+def _dm_problem(where: str, uuid: str, name: str, role: str) -> list[str]:
+    """What device-mapper's own names say the device is."""
+    if uuid.startswith("CRYPT-"):
+        return [f"{where} is an open encrypted mapping ({name}): name a volume of your own, not someone's "
+                "unlocked device"]  # fmt: skip
+    if not uuid.startswith("LVM-"):
+        return []
+    if len(uuid) > len("LVM-") + 64:  # LVM adds a suffix to the ids of the layers it stacks (-tpool, -real...)
+        return [f"{where} is a layer LVM stacks under a volume ({name}, {uuid[len('LVM-') + 64 :]}): name the "
+                "volume itself"]  # fmt: skip
+    volume = split_mapper_name(name)
+    if volume is None:
+        return [f"{where} is an LVM volume whose name ({name}) cannot be read: name it by its LVM path"]
+    try:
+        check_volume(volume, role)
+    except Invalid as error:
+        return [f"{where} is {volume.vg}/{volume.lv} to device-mapper, and {error.message}"]
+    return []
