@@ -294,6 +294,26 @@ def test_a_volume_holding_data_is_not_keyed_at_boot(scenario) -> None:
     assert [s["device"] for s in facts["swaps"]] == ["ephemeral-swap"], "the rest of the boot goes on"
 
 
+def test_the_boot_guard_refuses_what_is_someones_by_its_device_whatever_its_name(scenario) -> None:
+    """The installed guard, run by hand with wipe_existing's "data": each device is refused for what it is."""
+    rows = (scenario.boots["5-volume-holds-data"].out / "guard-cases").read_text().splitlines()
+    cases = {row.split("\t")[0]: row.split("\t")[1:] for row in rows}
+    expected = {
+        "/dev/qubes_dom0/root": "is mounted",  # on /mnt/persistent
+        "/dev/qubes_dom0/pool00": "dom0's own volume (qubes_dom0/pool00)",
+        "/dev/qubes_dom0/vm-work-private": "a qube's volume (qubes_dom0/vm-work-private)",
+        "/dev/mapper/qubes_dom0-root-real": "something is built on it",  # the origin and its snapshot
+        "/dev/qubes_dom0/vault": "something is built on it",
+        "/dev/mapper/vault": "an open encrypted mapping (vault)",
+        "/dev/mapper/ephemeral-swap": "is an active swap",
+    }
+    for device, words in expected.items():
+        status, message = cases[device]
+        assert status == "1" and words in message, (device, status, message)
+    root = [row for device, row in cases.items() if device not in expected]
+    assert len(root) == 1 and root[0][0] == "1" and "is mounted" in root[0][1], root
+
+
 def test_missing_scratch_volume_does_not_stop_the_boot(scenario) -> None:
     boot = scenario.boots["6-missing-volume"]
     facts = boot.json("missing.json")

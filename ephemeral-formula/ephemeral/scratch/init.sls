@@ -17,9 +17,9 @@ ephemeral-scratch-not-described:
 
 ephemeral-scratch-activate-check:
   cmd.run:
-    - name: {{ scratch.guard | quote }} {{ scratch.device | quote }}
+    - name: {{ scratch.guard | quote }} {{ scratch.device | quote }}{% if scratch.guard_allows %} {{ scratch.guard_allows }}{% endif %}
     # A device that is already open was checked when it was opened.
-    - unless: test -b {{ scratch.mapping | quote }}{% if scratch.wipe_existing %} || true{% endif %}
+    - unless: test -b {{ scratch.mapping | quote }}
     - require:
 {%-     for artifact in plan.artifacts %}
       - {{ 'ephemeral_files' if artifact.kind == 'block' else 'file' }}: ephemeral-scratch-{{ artifact.id }}

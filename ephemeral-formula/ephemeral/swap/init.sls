@@ -18,8 +18,8 @@ ephemeral-swap-not-described:
 
 ephemeral-swap-activate-check:
   cmd.run:
-    - name: {{ swap.guard | quote }} {{ swap.device | quote }}{% if swap.allow_signature %} {{ swap.allow_signature }}{% endif %}
-    - unless: test -b {{ swap.mapping | quote }}{% if swap.wipe_existing %} || true{% endif %}
+    - name: {{ swap.guard | quote }} {{ swap.device | quote }}{% if swap.guard_allows %} {{ swap.guard_allows }}{% endif %}
+    - unless: test -b {{ swap.mapping | quote }}
     - require:
 {%-     for artifact in plan.artifacts %}
       - {{ 'ephemeral_files' if artifact.kind in ('block', 'comment-out') else 'file' }}: ephemeral-swap-{{ artifact.id }}

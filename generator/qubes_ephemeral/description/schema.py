@@ -110,7 +110,8 @@ def _crypt_settings(role: str, name: str) -> tuple[Setting, ...]:
             "boolean",
             False,
             "Key the device even if it shows a filesystem, LUKS header, LVM PV, swap signature or partition "
-            "table. Leave false unless you mean to destroy what is on it.",
+            "table. Leave false unless you mean to destroy what is on it. A device in use (mounted, an active swap, "
+            "something built on it) or one of dom0's, a pool's or a qube's is refused all the same.",
             values.boolean,
         ),
     )

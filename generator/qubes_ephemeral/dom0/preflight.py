@@ -418,8 +418,8 @@ def _dm_problem(where: str, uuid: str, name: str, role: str) -> list[str]:
                 "unlocked device"]  # fmt: skip
     if not uuid.startswith("LVM-"):
         return []
-    if len(uuid) > len("LVM-") + 64:  # LVM adds a suffix to the ids of the layers it stacks (-tpool, -real...)
-        return [f"{where} is a layer LVM stacks under a volume ({name}, {uuid[len('LVM-') + 64 :]}): name the "
+    if "-" in uuid[len("LVM-") :]:  # LVM's ids hold none: it suffixes the layers it stacks (-tpool, -real...)
+        return [f"{where} is a layer LVM stacks under a volume ({name}, -{uuid.rsplit('-', 1)[1]}): name the "
                 "volume itself"]  # fmt: skip
     volume = split_mapper_name(name)
     if volume is None:

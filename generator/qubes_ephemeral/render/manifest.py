@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 
+from qubes_ephemeral.description import devices
 from qubes_ephemeral.description.model import Crypt, Description, Scratch, Swap
 from qubes_ephemeral.render import dropins, layout, naming, private_cow, qubes_plan
 from qubes_ephemeral.render.artifacts import (
@@ -86,20 +87,31 @@ def mkfs_command(scratch: Scratch) -> str:
 
 
 def _guard_allow(crypt: Crypt) -> str:
-    return "swap" if isinstance(crypt, Swap) and crypt.replace else ""
+    """What the guard lets pass: "swap", the persistent swap the description
+    takes over (its signature; active while the apply switches it off);
+    "data", any data (wipe_existing). Never a device in use or someone's."""
+    allowed = ["swap"] if isinstance(crypt, Swap) and crypt.replace else []
+    return ",".join(allowed + (["data"] if crypt.wipe_existing else []))
+
+
+def _guard_script() -> str:
+    # The description's static rules for LVM names, checked again at boot on the names dm gives the device.
+    internal = [f"LVM:*{suffix}" for suffix in devices.LVM_INTERNAL_SUFFIXES]
+    internal += [f"LVM:*{infix}*" for infix in devices.LVM_INTERNAL_INFIXES]
+    return _template("refuse-data.sh.j2", internal_patterns=internal, dom0_vg=devices.DOM0_VG,
+                     dom0_protected=sorted(devices.DOM0_PROTECTED_LVS), dom0_swap=devices.DOM0_SWAP_LV)  # fmt: skip
 
 
 def _guard(crypt: Crypt, section: str) -> list[Artifact]:
-    """The probe for data that runs before the device is keyed."""
-    if crypt.wipe_existing:
-        return []
+    """The checks that run before the device is keyed: whether it is someone's
+    now and (unless wipe_existing) whether it holds data."""
     unit = naming.cryptsetup_unit(crypt.name)
     script = guard_path(section)
     content = _template("guard.conf.j2", guard_path=script, device=crypt.device.path, allow=_guard_allow(crypt))
     return [
         File(f"guard-script-{section}", script, "probe a device for data before keying it",
-             _template("refuse-data.sh.j2"), mode="0755", section=section),
-        File(f"guard-{section}", dropins.dropin(unit, section), f"refuse to key {crypt.device.path} if it holds data",
+             _guard_script(), mode="0755", section=section),
+        File(f"guard-{section}", dropins.dropin(unit, section), f"refuse to key {crypt.device.path} if it is in use or holds data",
              content, dropin=True, section=section),
     ]  # fmt: skip
 
@@ -145,6 +157,7 @@ def _scratch_activation(scratch: Scratch, description: Description) -> dict[str,
         "device": scratch.device.path,
         "device_aliases": list(scratch.device.aliases),
         "wipe_existing": scratch.wipe_existing,
+        "guard_allows": _guard_allow(scratch) or None,
         "crypt_unit": naming.cryptsetup_unit(scratch.name),
         "mapping": naming.mapping(scratch.name),
         "mount_unit": naming.mount_unit(scratch.mountpoint),
@@ -158,7 +171,7 @@ def _swap_activation(swap: Swap) -> dict[str, object]:
         "device": swap.device.path,
         "device_aliases": list(swap.device.aliases),
         "wipe_existing": swap.wipe_existing,
-        "allow_signature": _guard_allow(swap) or None,
+        "guard_allows": _guard_allow(swap) or None,
         "crypt_unit": naming.cryptsetup_unit(swap.name),
         "mapping": naming.mapping(swap.name),
         "swap_unit": naming.swap_unit(naming.mapping(swap.name)),

@@ -8,4 +8,18 @@ blkid -p -o value -s TYPE /dev/qubes_dom0/ephemeral >"$OUT/data-type" || true
 mkdir -p /mnt/check
 mount -o ro /dev/qubes_dom0/ephemeral /mnt/check && cat /mnt/check/precious.txt >"$OUT/precious" && umount /mnt/check
 journalctl -b --no-pager -u systemd-cryptsetup@ephemeral.service >"$OUT/guard-journal" 2>&1 || true
+# The installed guard on devices that are someone's, by major:minor and dm's own names: nothing
+# lets them pass, not even wipe_existing ("data").
+cryptsetup open --key-file /etc/vault.key /dev/qubes_dom0/vault vault || true
+lvcreate -q -y -L 8M -n vm-work-private qubes_dom0
+lvcreate -q -y -L 8M -n pool00 qubes_dom0  # a plain volume, named as dom0's thin pool
+lvcreate -q -y -s -L 8M -n root-snap qubes_dom0/root || true
+for device in /dev/qubes_dom0/root /dev/qubes_dom0/pool00 /dev/qubes_dom0/vm-work-private /dev/mapper/qubes_dom0-root-real \
+    /dev/qubes_dom0/vault /dev/mapper/vault /dev/mapper/ephemeral-swap "$(findmnt -n -o SOURCE /)"; do
+    rc=0
+    message=$(/usr/local/libexec/qubes-ephemeral/refuse-data-scratch "$device" data 2>&1) || rc=$?
+    printf '%s\t%s\t%s\n' "$device" "$rc" "$message" >>"$OUT/guard-cases"
+done
+lvremove -q -y qubes_dom0/root-snap qubes_dom0/vm-work-private qubes_dom0/pool00 || true
+cryptsetup close vault || true
 lvremove -q -y qubes_dom0/ephemeral
