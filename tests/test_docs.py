@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import PILLAR_EXAMPLE, ROOT, run_cli
 from qubes_ephemeral import cli
 from qubes_ephemeral.description import reference, schema
@@ -161,11 +162,25 @@ def test_benchmark_writes_between_the_markers_of_its_page(tmp_path: Path) -> Non
     assert chart and (DOCS / chart[0]).resolve() == ROOT / "bench" / "results" / "latest.png"
 
 
-def test_every_test_the_dom0_guide_names_exists() -> None:
-    """Each guarantee names the test that proves it: a renamed or removed test breaks this."""
-    text = (ROOT / "docs/dom0-guide.md").read_text()
-    named = set(re.findall(r"`(test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`", text))
-    assert len(named) >= 20
+@pytest.mark.parametrize(("page", "at_least"), [("dom0-guide.md", 20), ("design.md", 35)])
+def test_every_test_the_docs_name_exists(page: str, at_least: int) -> None:
+    """Each guarantee (dom0 guide) and safety rule (design) names the test that
+    proves it: a renamed or removed test breaks this."""
+    text = (ROOT / "docs" / page).read_text()
+    named = set(re.findall(r"`((?:vm/)?test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)`", text))
+    assert len(named) >= at_least
     for file, name in sorted(named):
         source = (ROOT / "tests" / file).read_text()
-        assert re.search(rf"^def {name}\(", source, re.M), f"{file}::{name} is named in the dom0 guide but missing"
+        assert re.search(rf"^def {name}\(", source, re.M), f"{file}::{name} is named in docs/{page} but missing"
+
+
+def test_every_case_the_safety_rules_name_exists() -> None:
+    """The validator's rules name cases of its parametrized test by id (or id prefix, ending in *)."""
+    from test_validation import CASES
+
+    section = (ROOT / "docs/design.md").read_text().split("| Rule | Enforced | Test |", 1)[1].split("\n\n", 1)[0]
+    ids = [case[0] for case in CASES]
+    for cases in re.findall(r"\(cases ([^)]*)\)", section):
+        for named in re.findall(r"`([^`]+)`", cases):
+            prefix = named.removesuffix("*")
+            assert any(i == named or (named.endswith("*") and i.startswith(prefix)) for i in ids), named
