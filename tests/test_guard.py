@@ -161,3 +161,13 @@ def test_an_active_swap_is_refused_but_the_one_taken_over(guard: Path, tmp_path:
         assert result.returncode == 1 and "is an active swap" in result.stderr, result.stderr
     # The persistent swap the description takes over: the apply switches it off next.
     assert run(guard, device, "swap").returncode == 0
+
+
+def test_a_device_a_loop_device_reads_is_refused_whatever_is_allowed(guard: Path, tmp_path: Path, attach) -> None:
+    """A loop device over it holds no claim the kernel shows as a holder: the guard asks the loop devices."""
+    device = attach(image(tmp_path, "noise"))
+    assert run(guard, device).returncode == 0
+    attach(device)
+    for allowed in ((), ("data",), ("swap,data",)):
+        result = run(guard, device, *allowed)
+        assert result.returncode == 1 and "backs a loop device" in result.stderr, result.stderr

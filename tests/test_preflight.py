@@ -360,3 +360,28 @@ def test_a_partition_of_the_other_sections_device_is_refused(nodes: Path) -> Non
     (nodes / "dev/qubes_dom0/ephemeral").symlink_to("../dm-11")
     dm_device(nodes, 11, "qubes_dom0-ephemeral", LVM_ID)
     assert any("device of section swap" in p for p in check(nodes, "scratch"))
+
+
+def test_a_device_a_loop_device_reads_or_a_running_qube_uses_is_refused(nodes: Path) -> None:
+    """No holder shows these uses: the loop's backing file and Xen's block backend name the device."""
+    (nodes / "sys/block/loop3/loop").mkdir(parents=True)
+    (nodes / "sys/block/loop3/loop/backing_file").write_text("/dev/dm-4\n")
+    assert any("backs a loop device (loop3)" in p for p in check(nodes, "scratch"))
+    (nodes / "sys/block/loop3/loop/backing_file").write_text("/var/lib/qubes/appvms/x/private.img\n")
+    assert check(nodes, "scratch") == []
+    (nodes / "sys/bus/xen-backend/devices/vbd-12-51712").mkdir(parents=True)
+    (nodes / "sys/bus/xen-backend/devices/vbd-12-51712/physical_device").write_text("fd:4\n")  # 253:4 in hex
+    assert any("a disk of a running qube (Xen backend vbd-12-51712)" in p for p in check(nodes, "scratch"))
+
+
+def test_a_device_built_on_a_qubes_volume_is_refused(nodes: Path) -> None:
+    """A partition mapping (kpartx) of a qube's volume: its own dm uuid is part1-LVM-..., its lower is vm-*."""
+    dm_device(nodes, 4, "qubes_dom0-vm--work--private1", "part1-" + LVM_ID)
+    node(nodes, "/dev/dm-12", 12)
+    dm_device(nodes, 12, "qubes_dom0-vm--work--private", LVM_ID)
+    (nodes / "sys/dev/block/253:4/slaves/dm-12").mkdir(parents=True)
+    found = check(nodes, "scratch")
+    assert any("built on a qube's volume (qubes_dom0/vm-work-private)" in p for p in found), found
+    # The same stack on a volume of one's own is fine.
+    dm_device(nodes, 12, "vg--data-lv", LVM_ID)
+    assert check(nodes, "scratch") == []

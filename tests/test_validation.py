@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import description, run_cli
-from qubes_ephemeral.api import describe
+from qubes_ephemeral.api import describe, manifest_for_pillar
 from qubes_ephemeral.description.problems import DescriptionError
 
 DOM0_REFUSED = [
@@ -293,6 +293,19 @@ CASES += [(f"option-{o}", description(scratch={"mount_options": [o]}), "ephemera
            "set by qubes-ephemeral") for o in SYSTEMD_OPTIONS]  # fmt: skip
 CASES += [(f"option-{o}", description(scratch={"mount_options": [o]}), "ephemeral.scratch.mount_options",
            "who mounts what") for o in MOUNT_CHANGING_OPTIONS]  # fmt: skip
+# systemd's generator reads name=value as the name.
+CASES += [(f"option-{o}=1", description(scratch={"mount_options": [f"{o}=1"]}), "ephemeral.scratch.mount_options",
+           "") for o in ["noauto", "auto", "nofail", "_netdev", "users", "owner", "group", "bind", "rbind", "move",
+                         "remount", "NOAUTO"]]  # fmt: skip
+CASES += [(f"early-unit-{u}", description(scratch={"consumers": [u]}), "ephemeral.scratch.consumers", "storage")
+          for u in ["lvm2-monitor.service", "dm-event.socket", "multipathd.service", "blk-availability.service",
+                    "plymouth-start.service", "cryptsetup-pre.service", "udev.service"]]  # fmt: skip
+CASES += [
+    ("hex-int", "ephemeral:\n  scratch: {device: /dev/vg/lv, device_timeout: 0x" + "f" * 4000 + "}\n",
+     "ephemeral.scratch.device_timeout", "wider than 64 bits"),
+    ("too-many-values", "ephemeral:\n  scratch:\n" + "".join(f"    - [{', '.join(['0'] * 999)}]\n" for _ in range(12)),
+     "ephemeral", "more than 10000 values"),
+]  # fmt: skip
 
 CASES += [(f"dom0-{dev}", description(scratch={"device": dev}), "ephemeral.scratch.device", "") for dev in DOM0_REFUSED]
 CASES += [(f"dom0-swap-{dev}", description(swap={"device": dev}), "ephemeral.swap.device", "") for dev in DOM0_REFUSED]
@@ -380,6 +393,37 @@ def test_the_largest_description_renders_in_bounded_time_and_memory(tmp_path: Pa
     assert size < 20 * 1024 * 1024
 
 
+@pytest.mark.parametrize("pillar", [
+    {16**4000: 1},
+    {"scratch": {"device": "/dev/vg/lv", "key_size": 10**5000}},
+    {"scratch": {"device": "/dev/vg/lv", "mount_options": [object()]}},
+    {"scratch": {"device": b"/dev/vg/lv"}},
+    {"scratch": {"device": "/dev/vg/lv", "consumers": ["a.service"] * 1001}},
+    {"scratch": {"device": "/dev/vg/" + "x" * 5000}},
+])  # fmt: skip
+def test_a_pillar_from_salt_is_held_to_the_readers_bounds(pillar: object) -> None:
+    """Salt parses the pillar itself: the same bounds hold on its data, as one line each, never a traceback."""
+    with pytest.raises(DescriptionError) as raised:
+        manifest_for_pillar(pillar)
+    assert all(len(str(problem)) < 400 for problem in raised.value.problems)
+
+
+def test_the_largest_file_is_refused_or_read_in_bounded_time_and_memory(write) -> None:
+    """The worst shapes at the reader's size limit (about 64 KiB): many small lists, deep lists of lists."""
+    for text in ("ephemeral:\n  scratch:\n" + "    - [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]\n" * 1700,
+                 "ephemeral:\n" + "  " * 28 + "- [" + ", ".join(["0"] * 999) + "]\n" * 30):  # fmt: skip
+        text = text[: 64 * 1024 - 1]
+        tracemalloc.start()
+        started = time.process_time()
+        result = run_cli("validate", str(write(text)))
+        elapsed = time.process_time() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert result.status == 2 and "Traceback" not in result.stderr
+        # A red-team 1 MiB file took 67 s and 680 MB before the 64 KiB and 10000-value limits.
+        assert elapsed < 10 and peak < 150 * 1024 * 1024, (elapsed, peak)
+
+
 def test_ext4_with_journal_takes_journal_options(write) -> None:
     text = description(scratch={"journal": True, "mount_options": ["noatime", "data=writeback", "commit=60"]})
     assert run_cli("validate", str(write(text))).status == 0
@@ -410,7 +454,7 @@ def test_deep_nesting_is_refused_without_traceback(write) -> None:
 
 
 def test_oversized_input_is_refused(write) -> None:
-    result = run_cli("validate", str(write("# " + "x" * (1024 * 1024 + 10) + "\n")))
+    result = run_cli("validate", str(write("# " + "x" * (64 * 1024 + 10) + "\n")))
     assert result.status == 2
     assert "larger than" in result.stderr
 

@@ -28,7 +28,8 @@ changes nothing. Unknown keys are refused, and so is YAML a description has
 no use for: aliases (`*name`), tags (`!!set`, `!mine`), merge keys (`<<`),
 keys that are not text (`1:`, `null:`, an unquoted `on:`), a value longer
 than {source.MAX_VALUE} characters, more than {source.MAX_ITEMS} items in one list or mapping,
-nesting deeper than {source.MAX_DEPTH} levels, and a file over {source.MAX_BYTES // 1024} KiB.
+nesting deeper than {source.MAX_DEPTH} levels, more than {source.MAX_NODES} values in all, an integer over
+{source.MAX_BITS} bits, and a file over {source.MAX_BYTES // 1024} KiB.
 
 This page is made from the schema
 (`generator/qubes_ephemeral/description/schema.py`) by `qubes-ephemeral

@@ -138,7 +138,9 @@ SCRATCH = Section(
                 values.mount_options),
         Setting("consumers", "list of unit names", (),
                 "systemd units that must start only after the scratch filesystem is mounted: services, sockets, "
-                "timers or paths, none named qubes-ephemeral-*, systemd-*, dbus* or init.*; at most 64.", values.units),
+                "timers or paths, at most 64, none of qubes-ephemeral's, systemd's or those that set up storage before "
+                "local-fs.target (qubes-ephemeral-*, systemd-*, dbus*, lvm2-*, dm-event*, multipathd*, "
+                "cryptsetup*, udev*, plymouth*...).", values.units),
     ),
 )  # fmt: skip
 

@@ -16,16 +16,19 @@ never crash the tool or exhaust memory:
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 
 import yaml
 
 from qubes_ephemeral.description.problems import DescriptionError, Problem
 
-MAX_BYTES = 1024 * 1024
+MAX_BYTES = 64 * 1024  # pillar.example, every key with a comment, is about 10 KiB
 MAX_ITEMS = 1000  # in one list or mapping: a description names a few dozen things
+MAX_NODES = 10000  # values, keys, lists and mappings in all
 MAX_VALUE = 4096  # characters of one value or key (PATH_MAX)
 MAX_DEPTH = 32
+MAX_BITS = 64  # an integer wider than this is no setting (and Python will not print one of 4300 digits)
 STR_TAG = "tag:yaml.org,2002:str"
 ROOT = "ephemeral"
 
@@ -49,6 +52,7 @@ def _check_events(text: str) -> None:
     """Refuses, in one pass over the parser's events and before anything is
     built, what a description has no use for and what would make it large."""
     sizes: list[list[int]] = []  # [nodes so far, nodes allowed] in each open list or mapping
+    nodes = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         line = event.start_mark.line + 1 if event.start_mark else None
         if isinstance(event, yaml.AliasEvent):
@@ -59,6 +63,10 @@ def _check_events(text: str) -> None:
         if isinstance(event, yaml.CollectionEndEvent):
             sizes.pop()
             continue
+        nodes += isinstance(event, yaml.NodeEvent)
+        if nodes > MAX_NODES:
+            raise _fail(f"the description holds more than {MAX_NODES} values", "a description is a few dozen lines",
+                        line)  # fmt: skip
         if isinstance(event, yaml.NodeEvent) and sizes:
             sizes[-1][0] += 1
             if sizes[-1][0] > sizes[-1][1]:
@@ -105,6 +113,56 @@ def _map_lines(node: yaml.Node, path: Path, lines: dict[Path, int], problems: li
             child = (*path, str(index))
             lines.setdefault(child, item.start_mark.line + 1)
             _map_lines(item, child, lines, problems)
+
+
+PLAIN_TYPES = (type(None), bool, int, float, str, datetime.date)  # what YAML (and Salt) give for scalars
+
+
+def check_data(data: object) -> list[Problem]:
+    """The same bounds on data that did not come through load_text (a pillar
+    that Salt parsed) and what YAML's resolver made of the scalars: keys are
+    text, integers at most MAX_BITS wide, every list and mapping, value and
+    the nesting bounded. Iterative: no recursion on hostile depth."""
+    problems: list[Problem] = []
+    todo: list[tuple[Path, object, int]] = [((), data, 0)]
+    nodes = 0
+    while todo and len(problems) < 20:
+        path, value, depth = todo.pop()
+        nodes += 1
+        where = ".".join(path) if path else ROOT
+        if nodes > MAX_NODES:
+            return [*problems, Problem(ROOT, f"the description holds more than {MAX_NODES} values", "a description is "
+                                       "a few dozen lines")]  # fmt: skip
+        if depth > MAX_DEPTH:
+            problems.append(Problem(where, "the description nests too deeply", "a description is a few levels deep"))
+        elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_BITS:
+            problems.append(Problem(where, f"a number wider than {MAX_BITS} bits", "write a plain, small number"))
+        elif isinstance(value, str) and len(value) > MAX_VALUE:
+            problems.append(Problem(where, f"a value longer than {MAX_VALUE} characters", "shorten it"))
+        elif isinstance(value, dict | list) and len(value) > MAX_ITEMS:
+            problems.append(Problem(where, f"a list or mapping holds more than {MAX_ITEMS} items",
+                                    "a description names a few dozen things at most"))  # fmt: skip
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    problems.append(Problem(where, f"a key that is not text: {_bounded(key)}",
+                                            "quote it, e.g. 'on': or '1':"))  # fmt: skip
+                elif len(key) > MAX_VALUE:
+                    problems.append(Problem(where, f"a key longer than {MAX_VALUE} characters", "shorten it"))
+                else:
+                    todo.append(((*path, key), item, depth + 1))
+        elif isinstance(value, list):
+            todo += [((*path, str(index)), item, depth + 1) for index, item in enumerate(value)]
+        elif not isinstance(value, PLAIN_TYPES):
+            problems.append(Problem(where, f"a value of a kind a description does not hold ({type(value).__name__})",
+                                    "write a plain value: text, a number, true or false"))  # fmt: skip
+    return problems
+
+
+def _bounded(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_BITS:
+        return f"a number of {value.bit_length()} bits"
+    return repr(value)[:40]
 
 
 def _shown(node: yaml.Node) -> str:

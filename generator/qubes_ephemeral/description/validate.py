@@ -10,7 +10,7 @@ from qubes_ephemeral.description.devices import Device
 from qubes_ephemeral.description.model import Description, DisposableTemplate, Patches, Qubes, Scratch, Swap, Traces
 from qubes_ephemeral.description.problems import DescriptionError, Invalid, Problem
 from qubes_ephemeral.description.schema import PATCHES, QUBES, SCRATCH, SECTIONS, SWAP, TOP, TRACES, Section, Setting
-from qubes_ephemeral.description.source import ROOT, Path, Source
+from qubes_ephemeral.description.source import ROOT, Path, Source, check_data
 
 
 class _Collector:
@@ -148,6 +148,9 @@ def validate(source: Source) -> Description:
     """Validate a loaded description; raise DescriptionError with every problem."""
     collector = _Collector(source)
     data = source.data
+    # Bounded before anything reads it: a pillar from Salt did not come through the YAML reader's checks.
+    if bounds := check_data(data):
+        raise DescriptionError(bounds)
     if not isinstance(data, dict):
         collector.add((ROOT,), f"expected a mapping with the top-level key '{ROOT}', got {values.kind_of(data)}",
                       "start from pillar.example")  # fmt: skip

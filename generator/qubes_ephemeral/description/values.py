@@ -251,8 +251,10 @@ REFUSED_OPTIONS = ("user", "users", "user=", "owner", "group", "bind", "rbind", 
 
 
 def _option_in(option: str, listed: tuple[str, ...]) -> bool:
+    # systemd's generator reads "noauto=1" as noauto: the name before "=" is what counts.
     option = option.lower()
-    return any(option == item or (item.endswith(("=", "-")) and option.startswith(item)) for item in listed)
+    name = option.partition("=")[0]
+    return any(name in (item, item.rstrip("=")) or (item.endswith("-") and option.startswith(item)) for item in listed)
 
 
 def mount_options(value: object) -> tuple[str, ...]:
@@ -283,6 +285,10 @@ UNIT = re.compile(r"[A-Za-z0-9:_.@\\-]+\.(service|socket|mount|target|timer|path
 # one of ours (it would wait for itself), not an early-boot unit of systemd's,
 # not a unit that groups or mounts others (an ordering cycle at boot).
 WAITING_TYPES = (".service", ".socket", ".timer", ".path")
+# Units that run before local-fs.target (DefaultDependencies=no, storage set-up):
+# made to wait for a mount, they close an ordering cycle and systemd drops a job.
+EARLY_UNITS = ("systemd-", "dbus", "init.", "lvm2-", "dm-event", "multipathd", "blk-availability", "plymouth",
+               "cryptsetup", "udev", "kmod-", "dracut-", "local-fs", "swap.", "sysinit.")  # fmt: skip
 
 
 def units(value: object) -> tuple[str, ...]:
@@ -292,8 +298,8 @@ def units(value: object) -> tuple[str, ...]:
     for index, item in enumerate(value):
         if not isinstance(item, str) or not UNIT.fullmatch(item):
             raise Invalid(f"item {index} ({item!r}) is not a systemd unit name", "write e.g. qubesd.service")
-        if "qubes-ephemeral" in item or item.startswith(("systemd-", "dbus", "init.")):
-            raise Invalid(f"item {index} ({item!r}) is one of qubes-ephemeral's or systemd's own units, which start "
+        if "qubes-ephemeral" in item or item.startswith(EARLY_UNITS):
+            raise Invalid(f"item {index} ({item!r}) is one of qubes-ephemeral's or systemd's own units or sets up storage, which start "
                           "before the mounts it would wait for", "name a service of the system, e.g. qubesd.service")  # fmt: skip
         if not item.endswith(WAITING_TYPES):
             raise Invalid(f"item {index} ({item!r}) is a {item.rsplit('.', 1)[1]} unit: making it wait for our mounts "

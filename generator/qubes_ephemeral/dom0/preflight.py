@@ -18,9 +18,11 @@ up front is checked up front, all of it at once:
 - apply only: the device, resolved to its major:minor, is no one else's
   now: not mounted, not an active swap (but the persistent swap the
   takeover switches off), carrying no partition or device but our own
-  mapping, not a dm-crypt mapping nor an LVM layer, internal volume or
-  qube's volume (the names dm gives it, whatever name the description used),
-  and not the device (or a part of it) of another section;
+  mapping, not what a loop device reads nor a running qube's disk (Xen
+  backend), not a dm-crypt mapping nor an LVM layer, internal volume or
+  qube's volume (the names dm gives it, whatever name the description
+  used), not built on a qube's volume, and not the device (or a part of
+  it) of another section;
 - apply only: the mount point is a plain folder, empty or already mounted,
   so mounting never hides files and ``chattr +i`` never freezes someone's.
 
@@ -166,6 +168,39 @@ class Files:
         lines = (self.read("/proc/swaps") or "").splitlines()[1:]
         named = (self.device(line.split()[0]) for line in lines if line.split())
         return {identity for identity in named if identity is not None}
+
+    def backing(self) -> dict[int, str]:
+        """Devices used with no holder to show for it: what a loop device reads
+        (/sys/block/loop*/loop/backing_file) and what a running qube's disk is
+        (Xen's block backends, physical_device in hex major:minor)."""
+        found: dict[int, str] = {}
+        for loop in _listdir(self.path("/sys/block")):
+            backing = (self.read(f"/sys/block/{loop}/loop/backing_file") or "").strip()
+            identity = self.device(backing) if backing.startswith("/") else None
+            if identity is not None and identity[0] == "dev":
+                found[int(identity[1])] = f"it backs a loop device ({loop})"  # type: ignore[call-overload]
+        backends = "/sys/bus/xen-backend/devices"
+        for vbd in _listdir(self.path(backends)):
+            physical = (self.read(f"{backends}/{vbd}/physical_device") or "").strip()
+            if re.fullmatch(r"[0-9a-f]+:[0-9a-f]+", physical):
+                major, minor = (int(part, 16) for part in physical.split(":"))
+                found[os.makedev(major, minor)] = f"it is a disk of a running qube (Xen backend {vbd})"
+        return found
+
+    def lowers(self, rdev: int) -> set[int]:
+        """Every device ``rdev`` is built on (slaves, all the way down)."""
+        found: set[int] = set()
+        todo = [rdev]
+        while todo:
+            current = todo.pop()
+            for name in _listdir(self.path(f"/sys/dev/block/{os.major(current)}:{os.minor(current)}/slaves")):
+                number = self.read(f"/sys/class/block/{name}/dev")
+                if number and re.fullmatch(r"\d+:\d+\s*", number):
+                    lower = os.makedev(*map(int, number.split(":")))
+                    if lower not in found:
+                        found.add(lower)
+                        todo.append(lower)
+        return found
 
     def dm(self, rdev: int) -> tuple[str, str] | None:
         """A device-mapper device's (uuid, name), from /sys; None for another device."""
@@ -401,6 +436,15 @@ def _in_use(plan: Mapping[str, object], files: Files) -> list[str]:
             found.append(f"{where}, or a device on it, is mounted: keying it destroys a filesystem in use")
         if each in swaps and not (taken_over and each == identity):
             found.append(f"{where}, or a device on it, is an active swap that this section does not take over")
+    backing = files.backing()
+    for each in sorted(keyed - ours, key=str):
+        if int(each[1]) in backing:  # type: ignore[call-overload]
+            found.append(f"{where}, or a device on it: {backing[int(each[1])]}")  # type: ignore[call-overload]
+    for lower in sorted(files.lowers(rdev)):
+        lower_dm = files.dm(lower)
+        volume = split_mapper_name(lower_dm[1]) if lower_dm and lower_dm[0].startswith("LVM-") else None
+        if volume is not None and volume.lv.startswith("vm-"):
+            found.append(f"{where} is built on a qube's volume ({volume.vg}/{volume.lv})")
     if (dm := files.dm(rdev)) is not None:
         found += _dm_problem(where, *dm, role=str(plan.get("section")))
     others = plan.get("other_devices")

@@ -94,12 +94,13 @@ def _guard_allow(crypt: Crypt) -> str:
     return ",".join(allowed + (["data"] if crypt.wipe_existing else []))
 
 
-def _guard_script() -> str:
+def _guard_script(section: str) -> str:
     # The description's static rules for LVM names, checked again at boot on the names dm gives the device.
     internal = [f"LVM:*{suffix}" for suffix in devices.LVM_INTERNAL_SUFFIXES]
     internal += [f"LVM:*{infix}*" for infix in devices.LVM_INTERNAL_INFIXES]
     return _template("refuse-data.sh.j2", internal_patterns=internal, dom0_vg=devices.DOM0_VG,
-                     dom0_protected=sorted(devices.DOM0_PROTECTED_LVS), dom0_swap=devices.DOM0_SWAP_LV)  # fmt: skip
+                     dom0_protected=sorted(devices.DOM0_PROTECTED_LVS), dom0_swap=devices.DOM0_SWAP_LV,
+                     role=section)  # fmt: skip
 
 
 def _guard(crypt: Crypt, section: str) -> list[Artifact]:
@@ -110,7 +111,7 @@ def _guard(crypt: Crypt, section: str) -> list[Artifact]:
     content = _template("guard.conf.j2", guard_path=script, device=crypt.device.path, allow=_guard_allow(crypt))
     return [
         File(f"guard-script-{section}", script, "probe a device for data before keying it",
-             _guard_script(), mode="0755", section=section),
+             _guard_script(section), mode="0755", section=section),
         File(f"guard-{section}", dropins.dropin(unit, section), f"refuse to key {crypt.device.path} if it is in use or holds data",
              content, dropin=True, section=section),
     ]  # fmt: skip
