@@ -13,13 +13,19 @@ a description that is not valid.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from conftest import PILLAR_EXAMPLE, run_cli
 from qubes_ephemeral.api import describe
-from qubes_ephemeral.dom0 import audit, audit_report, parsers
-from qubes_ephemeral.dom0.probe import Output, RecordedHost
+from qubes_ephemeral.dom0 import audit, audit_report, parsers, probe
+from qubes_ephemeral.dom0.probe import Host, Output, RecordedHost
 from qubes_ephemeral.render.manifest import render
 
 RECORDINGS = Path(__file__).parent / "audit_recordings"
@@ -237,6 +243,9 @@ def test_a_cow_template_on_its_own_kernel_needs_the_hook_said_present(kernel: st
         "qvm-prefs|--|default-dvm|template": (0, "fedora-41\n", ""),
         "qvm-features|--|default-dvm|qubes-ephemeral": (0, "1\n", ""),
         "qvm-features|--|default-dvm|qubes-ephemeral-private": (0, "cow\n", ""),
+        # Not set: qvm-features exits 1, silently.
+        "qvm-features|--|default-dvm|qubes-ephemeral-own-initramfs": (1, "", ""),
+        "qvm-features|--|fedora-41|qubes-ephemeral-own-initramfs": (1, "", ""),
     }
     for vm, value in features.items():
         runs[f"qvm-features|--|{vm}|qubes-ephemeral-own-initramfs"] = (0, f"{value}\n", "")
@@ -270,3 +279,235 @@ def test_audit_reports_what_the_extension_or_an_earlier_pillar_left_on_disposabl
     report = audit.Audit(host_with(**runs), COW, render(COW))
     found = report._leftovers(["default-dvm"])
     assert found.status == status and says in found.detail, found
+
+
+# --- tools that are missing, cannot be run, fail or hang ---
+#
+# The audit's verdicts rest on what its commands print. A command that did not
+# answer must never count as an answer: its checks are unknown, with the reason
+# in one line, and the audit exits 1.
+
+AFTER_REBOOT = json.loads((RECORDINGS / "after-reboot.json").read_text())
+TOOLS = sorted({json.loads(argv)[0] for argv in AFTER_REBOOT["run"]})
+# What is in place on that system by its files alone (sysfs, crypttab, /proc/swaps): all
+# that may stay ok with no tool at all. (The qubesd extension is looked at only once
+# qubes-prefs answered: in dom0.)
+OK_WITHOUT_TOOLS = {
+    "/dev/qubes_dom0/ephemeral as /dev/mapper/ephemeral",
+    "/dev/mapper/qubes_dom0-swap as /dev/mapper/ephemeral-swap",
+}
+BROKEN = {
+    "not installed": (127, "", "{tool}: command not found"),
+    "not executable": (126, "", "{tool}: Permission denied"),
+    "fails": (1, "", "{tool}: error: something went wrong\nsecond line"),
+    "fails silently": (3, "", ""),
+    "times out": (124, "", "{tool}: stopped after 60 s without an answer"),
+    "killed": (-9, "", ""),
+    "prints garbage": (0, "\x1b[31mgarbage {{", ""),
+}
+
+
+def broken_recording(tools: list[str], how: str) -> dict[str, dict[str, object]]:
+    record = json.loads(json.dumps(AFTER_REBOOT))
+    for argv in record["run"]:
+        tool = json.loads(argv)[0]
+        if tool in tools:
+            rc, out, err = BROKEN[how]
+            record["run"][argv] = [rc, out.format(tool=tool), err.format(tool=tool)]
+    return record
+
+
+def verdicts(host: Host) -> dict[str, audit.Finding]:
+    """The findings by item; drift left out: it compares files with the render and runs no tool."""
+    description = describe(VM_PILLAR.encode())
+    return {f.item: f for f in audit.audit(host, description, render(description)) if f.area != "drift"}
+
+
+BASELINE = verdicts(RecordedHost(AFTER_REBOOT))
+
+
+def assert_only_unknown_where_a_tool_failed(found: dict[str, audit.Finding], tools: list[str],
+                                            baseline: dict[str, audit.Finding] = BASELINE) -> None:  # fmt: skip
+    """Against the same system with every tool answering: a broken tool turns checks into
+    unknown, never into another verdict, and says so in one line."""
+    for item, finding in found.items():
+        before = baseline.get(item)
+        assert finding.status == (before.status if before else "unknown") or finding.status == "unknown", finding
+        assert "\n" not in finding.detail and finding.detail.isprintable(), finding
+    unknown = [f for f in found.values() if f.status == "unknown"]
+    assert unknown, f"breaking {tools} changed nothing"
+    assert any(tool in f.detail for f in unknown for tool in tools), unknown
+    assert audit.exit_code(list(found.values())) == 1
+
+
+@pytest.mark.parametrize("how", sorted(BROKEN))
+@pytest.mark.parametrize("tool", TOOLS)
+def test_a_broken_tool_makes_its_checks_unknown_never_ok(tool: str, how: str) -> None:
+    assert {f.status for f in BASELINE.values()} <= {"ok", "gap"}, "everything in place, as recorded"
+    found = verdicts(RecordedHost(broken_recording([tool], how)))
+    if tool == "lsblk":
+        # Used there for the kernel name of the swap /proc/swaps names as /dev/dm-N: that
+        # name is its own kernel name, lsblk or not. (Its other use: below.)
+        assert found == BASELINE
+        return
+    if how == "prints garbage" and tool in ("qvm-features", "qubes-prefs", "qvm-pool", "systemctl"):
+        # Their answers are plain text: garbage is a value, and not the one asked for.
+        assert not [f for f in found.values() if f.status == "ok" and BASELINE[f.item].detail != f.detail]
+        assert audit.exit_code(list(found.values())) == 1
+        return
+    assert_only_unknown_where_a_tool_failed(found, [tool])
+
+
+@pytest.mark.parametrize("how", sorted(set(BROKEN) - {"prints garbage"}))
+def test_without_lsblk_a_swap_we_do_not_manage_is_unknown_not_judged(how: str) -> None:
+    """before-apply: dom0's own swap, /dev/dm-N on LVM, not encrypted: lsblk shows what it is built on."""
+    record = json.loads((RECORDINGS / "before-apply.json").read_text())
+    baseline = verdicts(RecordedHost(record))
+    for argv in record["run"]:
+        if json.loads(argv)[0] == "lsblk":
+            rc, out, err = BROKEN[how]
+            record["run"][argv] = [rc, out, err.format(tool="lsblk")]
+    found = verdicts(RecordedHost(record))
+    assert_only_unknown_where_a_tool_failed(found, ["lsblk"], baseline)
+    swap = [f for f in found.values() if f.area == "swap" and f.item.startswith("/dev/dm-")]
+    assert len(swap) == 1 and swap[0].status == "unknown" and "lsblk" in swap[0].detail, swap
+
+
+@pytest.mark.parametrize("how", sorted(set(BROKEN) - {"prints garbage"}))
+def test_with_every_tool_broken_only_what_files_show_stays_ok(how: str) -> None:
+    found = verdicts(RecordedHost(broken_recording(TOOLS, how)))
+    assert_only_unknown_where_a_tool_failed(found, TOOLS)
+    assert {item for item, f in found.items() if f.status == "ok"} == OK_WITHOUT_TOOLS
+    for item in ("/dev/mapper/ephemeral cipher", "/dev/qubes_dom0/ephemeral holds no header",
+                 "mounted on /var/lib/qubes-ephemeral", "bare mount point /var/lib/qubes-ephemeral protected",
+                 "/dev/mapper/ephemeral-swap cipher", "/var/log/qubes", "systemd journal"):  # fmt: skip
+        assert found[item].status == "unknown", found[item]
+
+
+class FilesRecordedToolsLive(RecordedHost):
+    """The files of the after-reboot recording, and the commands run for real (PATH as set)."""
+
+    def run(self, argv: Sequence[str]) -> Output:
+        return Host.run(self, argv)
+
+
+def tool_stubs(folder: Path, script: str, mode: int) -> Path:
+    folder.mkdir()
+    for tool in TOOLS:
+        (folder / tool).write_text(script)
+        (folder / tool).chmod(mode)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("empty PATH", "is not installed here (not found in PATH)"),
+        ("stubs not executable (0644)", "could not be run (Permission denied)"),
+        ("stubs without #!", "could not be run (Exec format error)"),
+        ("stubs that are folders", "could not be run (Permission denied)"),
+        ("stubs that fail", "failed (exit 2): "),
+    ],
+)
+def test_live_tools_missing_or_unrunnable_are_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
+                                                      says: str) -> None:  # fmt: skip
+    stubs = tmp_path / "bin"
+    if case == "empty PATH":
+        monkeypatch.setenv("PATH", "")
+    else:
+        if case == "stubs that are folders":
+            stubs.mkdir()
+            for tool in TOOLS:
+                (stubs / tool).mkdir()
+        else:
+            script = {"stubs that fail": '#!/bin/sh\necho "$0: broken" >&2\nexit 2\n'}.get(case, "echo x\n")
+            tool_stubs(stubs, script, 0o644 if "not executable" in case else 0o755)
+        monkeypatch.setenv("PATH", str(stubs))
+    found = verdicts(FilesRecordedToolsLive(AFTER_REBOOT))
+    assert_only_unknown_where_a_tool_failed(found, TOOLS)
+    assert {item for item, f in found.items() if f.status == "ok"} == OK_WITHOUT_TOOLS
+    assert any(says in f.detail for f in found.values()), [f.detail for f in found.values()]
+
+
+def test_a_tool_that_hangs_is_stopped_with_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sleep = shutil.which("sleep")
+    stubs = tool_stubs(tmp_path / "bin", f"#!/bin/sh\n{sleep} 60 &\necho $! >{tmp_path}/child\nwait\n", 0o755)
+    monkeypatch.setenv("PATH", str(stubs))
+    started = time.monotonic()
+    output = Host(time_limit=0.5).run(["findmnt"])
+    assert time.monotonic() - started < 10
+    assert output.rc == probe.TIMED_OUT and not output.ran
+    assert output.err.endswith("stopped after 0.5 s without an answer")
+    child = int((tmp_path / "child").read_text())
+    for _ in range(50):  # the sleep it started went with it (or is a zombie waiting for init)
+        stat = Path(f"/proc/{child}/stat")
+        if not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the command's child {child} still runs")
+    assert audit._why(output, "findmnt") == "findmnt timed out (stopped after 0.5 s without an answer)"
+
+
+def test_a_hanging_tool_in_the_audit_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stubs = tool_stubs(tmp_path / "bin", f"#!/bin/sh\nexec {shutil.which('sleep')} 60\n", 0o755)
+    for tool in TOOLS:
+        if tool != "findmnt":
+            (stubs / tool).unlink()
+    monkeypatch.setenv("PATH", str(stubs))
+    host = FilesRecordedToolsLive(AFTER_REBOOT)
+    host.time_limit = 0.3
+    found = verdicts(host)
+    assert found["mounted on /var/lib/qubes-ephemeral"].status == "unknown"
+    assert (
+        found["mounted on /var/lib/qubes-ephemeral"].detail
+        == "findmnt timed out (stopped after 0.3 s without an answer)"
+    )
+    assert found["/var/log/qubes"].status == "unknown"
+
+
+def test_the_command_with_unrunnable_tools_exits_1_with_no_traceback(tmp_path: Path) -> None:
+    """The installed command, on this machine, with a PATH of stubs that cannot be run."""
+    stubs = tool_stubs(tmp_path / "bin", "echo x\n", 0o644)
+    result = subprocess.run([sys.executable, "-m", "qubes_ephemeral", "audit", str(PILLAR_EXAMPLE), "--json"],
+                            capture_output=True, text=True, env={**os.environ, "PATH": str(stubs)}, check=False)  # fmt: skip
+    assert result.returncode == 1 and result.stderr == "", result.stderr
+    report = json.loads(result.stdout)
+    assert report["complete"] is False and report["counts"]["unknown"] > 0
+    for finding in report["findings"]:
+        if any(f"{tool} " in finding["detail"] for tool in TOOLS):
+            assert finding["status"] == "unknown", finding
+    assert not [f for f in report["findings"] if f["status"] == "ok" and f["area"] in ("scratch", "qubes")]
+
+
+def test_why_is_one_printable_line() -> None:
+    assert audit._why(Output(127, "", "x: command not found"), "dmsetup table") == (
+        "dmsetup is not installed here (not found in PATH)")  # fmt: skip
+    assert audit._why(Output(126, "", "dmsetup: Permission denied"), "dmsetup table") == (
+        "dmsetup could not be run (Permission denied)")  # fmt: skip
+    assert audit._why(Output(-9, "", ""), "blkid -p") == "blkid -p was killed (signal 9)"
+    assert audit._why(Output(5, "", ""), "blkid -p") == "blkid -p failed (exit 5): no message"
+    why = audit._why(Output(1, "", "a\x1b[31m\nb\tc" + "x" * 300), "lsblk")
+    assert why.startswith("lsblk failed (exit 1): a [31m b c") and why.isprintable() and len(why) < 200
+    assert not Output(126, "", "Permission denied").denied, "not executable is not a question of root"
+
+
+def test_a_recording_that_is_not_one_is_refused_in_one_line(tmp_path: Path) -> None:
+    for text in ("[]", '{"run": []}', "{"):
+        (tmp_path / "bad.json").write_text(text)
+        (tmp_path / "pillar.sls").write_text(VM_PILLAR)
+        result = run_cli("audit", str(tmp_path / "pillar.sls"), "--replay", str(tmp_path / "bad.json"))
+        assert result.status == 2 and result.stderr.count("\n") == 1 and "not a recording" in result.stderr
+    result = run_cli("audit", str(tmp_path / "pillar.sls"), "--replay", str(tmp_path / "missing.json"))
+    assert (
+        result.status == 2
+        and result.stderr == f"qubes-ephemeral: --replay {tmp_path}/missing.json: No such file or directory\n"
+    )
+
+
+def test_the_table_prints_no_escape_sequence_a_tool_printed() -> None:
+    found = audit.Finding(
+        "qubes", "default-dvm: feature qubes-ephemeral", "missing", 1, "\x1b[2J\x1b]0;x\x07gone\nx", True
+    )
+    text = audit_report.table([found], colour=False)
+    assert "\x1b" not in text and "\x07" not in text and "?[2J?]0;x?gone?x" in text

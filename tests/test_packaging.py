@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -205,3 +206,319 @@ def test_formula_from_the_unpacked_payload_applies_and_cleans(payload: Path, tmp
     status, clean = box.apply("ephemeral.clean")
     assert status == 0, failed(clean)
     assert box.read("/etc/fstab") == DOM0_FSTAB and box.read("/etc/crypttab") == DOM0_CRYPTTAB
+
+
+# --- install.sh: refusals before any change, and faults midway ---
+#
+# These run packaging/install.sh itself beside a small tree of the same shape as
+# the package's (nested folders, modes, a link to a folder), so that a fault can
+# be put at every step of an install in seconds.
+
+INSTALL_SH = ROOT / "packaging" / "install.sh"
+SMALL_TREE = {
+    "etc/salt/minion.d/formula-ephemeral.conf": ("file_roots: []\n", 0o644),
+    "usr/bin/qubes-ephemeral": ("#!/bin/sh\nexit 1\n", 0o755),
+    "usr/share/qubes-ephemeral/lib/qubes_ephemeral/__init__.py": ("version = 2\n", 0o644),
+    "usr/share/qubes-ephemeral/lib/qubes_ephemeral/dom0/audit.py": ("# audit\n", 0o644),
+    "srv/formulas/base/ephemeral-formula/ephemeral/init.sls": ("include: []\n", 0o600),
+}
+SMALL_LINK = ("usr/lib/python3.11/site-packages/qubes_ephemeral", "../../../share/qubes-ephemeral/lib/qubes_ephemeral")
+# What version 1 had and version 2 no longer has, and what it had otherwise.
+SMALL_TREE_V1 = {
+    **SMALL_TREE,
+    "usr/share/qubes-ephemeral/lib/qubes_ephemeral/__init__.py": ("version = 1\n", 0o644),
+    "usr/share/qubes-ephemeral/lib/qubes_ephemeral/gone.py": ("# dropped in 2\n", 0o644),
+    "usr/share/doc/qubes-ephemeral/OLD": ("dropped in 2\n", 0o644),
+}
+# The tools install.sh changes files with: the faulty ones count their calls.
+CHANGING_TOOLS = ("mkdir", "cp", "ln", "chmod", "rm", "rmdir", "mv")
+FAULTY_TOOL = """#!/bin/sh
+# The FAULT_AT-th call of a tool that changes files fails (or kills install.sh).
+n=$(($(cat "$FAULT_COUNT") + 1))
+echo "$n" >"$FAULT_COUNT"
+if [ "$n" = "$FAULT_AT" ]; then
+    if [ "$FAULT" = kill ]; then kill -KILL 0; fi
+    echo "${0##*/}: injected failure: No space left on device" >&2
+    exit 1
+fi
+PATH=$REAL_PATH exec "${0##*/}" "$@"
+"""
+
+
+def small_package(folder: Path, tree: dict[str, tuple[str, int]] = SMALL_TREE) -> Path:
+    """A tarball's folder in small: install.sh (this checkout's) beside tree/."""
+    folder.mkdir()
+    for name, (text, mode) in tree.items():
+        path = folder / "tree" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+    link = folder / "tree" / SMALL_LINK[0]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(SMALL_LINK[1])
+    (folder / "install.sh").write_bytes(INSTALL_SH.read_bytes())
+    (folder / "install.sh").chmod(0o755)
+    return folder
+
+
+def listing(root: Path) -> dict[str, tuple[str, str, int, str]]:
+    """Everything under root, root included: kind, mode, size of a file, target of a link."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for path in [Path(folder), *(Path(folder) / name for name in dirs + files)]:
+            info = path.lstat()
+            kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+            found[str(path.relative_to(root))] = (
+                kind,
+                oct(info.st_mode & 0o7777),
+                info.st_size if kind == "file" else 0,
+                os.readlink(path) if kind == "link" else "",
+            )
+    return found
+
+
+def install_sh(package: Path, *args: str, fault: str = "", at: int = 0, count: Path | None = None):
+    """install.sh --force ARGS; with a fault, the at-th change it makes fails or kills it."""
+    env = dict(os.environ)
+    if fault:
+        tools = count.parent / "faulty-tools"  # type: ignore[union-attr]
+        if not tools.is_dir():
+            tools.mkdir()
+            for tool in CHANGING_TOOLS:
+                (tools / tool).write_text(FAULTY_TOOL)
+                (tools / tool).chmod(0o755)
+        count.write_text("0\n")  # type: ignore[union-attr]
+        env.update(PATH=f"{tools}:{env['PATH']}", REAL_PATH=env["PATH"], FAULT=fault, FAULT_AT=str(at),
+                   FAULT_COUNT=str(count))  # fmt: skip
+    return subprocess.run([str(package / "install.sh"), "--force", *args], capture_output=True, text=True, env=env,
+                          start_new_session=True, timeout=120, check=False)  # fmt: skip
+
+
+def one_line_refusal(result: subprocess.CompletedProcess[str], status: int, says: str) -> None:
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("install.sh: "), result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def a_root(folder: Path) -> Path:
+    """A root that already holds something of someone else's, on the package's way."""
+    (folder / "usr/lib/python3.11/site-packages").mkdir(parents=True)
+    (folder / "usr/lib/python3.11/site-packages/other.py").write_text("# someone else's\n")
+    (folder / "etc").mkdir(mode=0o750)
+    return folder
+
+
+@pytest.mark.parametrize("action", [(), ("--uninstall",)])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--root"], "--root needs a folder; usage: install.sh ["),
+        (["--root", "foo"], "--root foo is a relative path"),
+        (["--root", "."], "--root . is a relative path"),
+        (["--root", ""], "--root is empty"),
+        (["--root="], "--root is empty"),
+        (["--root", "{tmp}/a\nb"], "--root holds a control character"),
+        (["--root", "{tmp}/a\tb"], "--root holds a control character"),
+        (["--root", "{tmp}/missing"], "does not exist"),
+        (["--root", "{tmp}/a-file"], "is not a folder"),
+        (["--root", "{tmp}/link"], "is a symbolic link: give the folder itself"),
+        (["--root", "{tmp}/link/"], "is a symbolic link: give the folder itself"),
+        (["--root", "{tmp}/link/sub"], "goes through a symbolic link"),
+        (["--root", "{tmp}/root/../root"], "holds . or .."),
+        (["--root", "{tmp}//root"], "goes through a symbolic link or holds . or .. or //"),
+        (["--bogus"], "unknown option --bogus; usage: install.sh ["),
+        (["--root", "{tmp}/root", "-x"], "unknown option -x; usage: install.sh ["),
+    ],
+)  # fmt: skip
+def test_install_sh_refuses_a_bad_option_or_root_before_any_change(tmp_path: Path, args: list[str], says: str,
+                                                                   action: tuple[str, ...]) -> None:  # fmt: skip
+    package = small_package(tmp_path / "package")
+    a_root(tmp_path / "root")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "real/sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("real")
+    before = listing(tmp_path)
+    result = subprocess.run([str(package / "install.sh"), "--force", *action, *(a.format(tmp=tmp_path) for a in args)],
+                            cwd=tmp_path / "real", capture_output=True, text=True, check=False)  # fmt: skip
+    one_line_refusal(result, 2, says)
+    assert result.stdout == ""
+    assert listing(tmp_path) == before, "nothing changed, the package's tree/ included"
+
+
+def test_install_sh_help_prints_the_header(tmp_path: Path) -> None:
+    package = small_package(tmp_path / "package")
+    helped = subprocess.run([str(package / "install.sh"), "--help"], capture_output=True, text=True, check=False)
+    assert helped.returncode == 0 and "--root DIR" in helped.stdout and "refused, not resolved" in helped.stdout
+    assert helped.stdout.splitlines()[-1].startswith("# so after a failure"), "--help prints the whole header"
+
+
+@pytest.mark.parametrize(
+    ("shape", "says"),
+    [
+        ("a folder where a file goes", "usr/bin/qubes-ephemeral is a folder, where install.sh puts a file"),
+        ("a file where a folder goes", "usr/share/qubes-ephemeral is a file, where install.sh needs a folder"),
+        ("a file where the record's folder goes", "usr/share is a file, where install.sh needs a folder"),
+        ("someone else's file where a file goes", "usr/bin/qubes-ephemeral is there and install.sh did not put it"),
+        ("someone else's link where the link goes", "site-packages/qubes_ephemeral is there and install.sh did not"),
+        ("a broken link where a folder goes", "srv is a broken symbolic link, where install.sh needs a folder"),
+        ("a link out of the root where a folder goes", "srv is a symbolic link out of --root"),
+    ],
+)  # fmt: skip
+def test_install_sh_refuses_a_tree_that_does_not_fit_before_any_change(tmp_path: Path, shape: str, says: str) -> None:
+    package = small_package(tmp_path / "package")
+    root = a_root(tmp_path / "root")
+    (tmp_path / "elsewhere").mkdir()
+    if shape == "a folder where a file goes":
+        (root / "usr/bin/qubes-ephemeral").mkdir(parents=True)
+    elif shape == "a file where a folder goes":
+        (root / "usr/share").mkdir(parents=True)
+        (root / "usr/share/qubes-ephemeral").write_text("")
+    elif shape == "a file where the record's folder goes":
+        (root / "usr/share").write_text("")
+    elif shape == "someone else's file where a file goes":
+        (root / "usr/bin").mkdir(parents=True)
+        (root / "usr/bin/qubes-ephemeral").write_text("# someone else's\n")
+    elif shape == "someone else's link where the link goes":
+        (root / SMALL_LINK[0]).symlink_to(SMALL_LINK[1])
+    elif shape == "a broken link where a folder goes":
+        (root / "srv").symlink_to("nowhere")
+    else:
+        (root / "srv").symlink_to(tmp_path / "elsewhere")
+    before = listing(tmp_path)
+    one_line_refusal(install_sh(package, "--root", str(root)), 2, says)
+    assert listing(tmp_path) == before
+
+
+def test_install_sh_refuses_a_folder_at_any_of_its_files_or_a_file_at_any_of_its_folders(tmp_path: Path) -> None:
+    """For every file and link of the tree, a folder in its place; for every folder on their
+    way, a file in its place: refused before any change, whichever comes first."""
+    package = small_package(tmp_path / "package")
+    targets = [*SMALL_TREE, SMALL_LINK[0]]
+    folders = sorted({str(parent) for name in targets for parent in Path(name).parents if str(parent) != "."})
+    for name, kind in [*((t, "folder") for t in targets), *((f, "file") for f in folders)]:
+        root = tmp_path / "root"
+        if root.exists():
+            shutil.rmtree(root)
+        a_root(root)
+        if kind == "folder":
+            (root / name).mkdir(parents=True, exist_ok=True)
+        elif not (root / name).is_dir():  # a folder that is there already (usr, etc): not replaced
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text("")
+        else:
+            continue
+        before = listing(tmp_path)
+        result = install_sh(package, "--root", str(root))
+        one_line_refusal(result, 2, "nothing changed")
+        assert f"{root}/" in result.stderr and listing(tmp_path) == before, (name, kind, result.stderr)
+
+
+def test_install_sh_refuses_a_folder_it_cannot_write_before_any_change(tmp_path: Path) -> None:
+    package = small_package(tmp_path / "package")
+    root = a_root(tmp_path / "root")
+    if subprocess.run(["chattr", "+i", str(root / "usr")], capture_output=True, check=False).returncode != 0:
+        pytest.skip("no immutable flag on this filesystem (or no chattr)")
+    try:
+        before = listing(tmp_path)
+        one_line_refusal(install_sh(package, "--root", str(root)), 2, f"{root}/usr cannot be written")
+        assert listing(tmp_path) == before
+    finally:
+        subprocess.run(["chattr", "-i", str(root / "usr")], check=True)
+
+
+def steps(package: Path, root: Path, *args: str) -> int:
+    """How many changes (calls of a tool that changes files) install.sh makes for ARGS."""
+    count = root.parent / "count"
+    result = install_sh(package, *args, "--root", str(root), fault="count", count=count)
+    assert result.returncode == 0, result.stderr
+    return int(count.read_text())
+
+
+def after_fault(result: subprocess.CompletedProcess[str], fault: str) -> None:
+    if fault == "kill":
+        assert result.returncode == -9, (result.returncode, result.stderr)
+    else:
+        one_line_refusal(result, 1, "injected failure: No space left on device")
+        assert "run it again, or --uninstall removes it" in result.stderr or "--uninstall again" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fault", "scenario"),
+    [("fail", "fresh"), ("kill", "fresh"), ("fail", "upgrade"), ("kill", "upgrade"), ("kill", "empty root")],
+)
+def test_install_sh_fault_at_every_step_leaves_nothing_uninstall_does_not_remove(tmp_path: Path, fault: str,
+                                                                                 scenario: str) -> None:  # fmt: skip
+    """The k-th change of an install fails (disk full, read-only) or the install is killed
+    there, for every k: what it made is in its record, so --uninstall gives back the root
+    as it was before any install; and an install run again completes it. (An empty root:
+    the record's own folders are made from the root up.)"""
+    upgrade = scenario == "upgrade"
+    new = small_package(tmp_path / "v2")
+    old = small_package(tmp_path / "v1", SMALL_TREE_V1)
+    pristine = tmp_path / "pristine"
+    pristine.mkdir() if scenario == "empty root" else a_root(pristine)
+    before = listing(pristine)
+
+    def start(name: str) -> Path:
+        root = tmp_path / name
+        shutil.copytree(pristine, root, symlinks=True)
+        if upgrade:
+            assert install_sh(old, "--root", str(root)).returncode == 0
+        return root
+
+    reference = start("reference")
+    assert install_sh(new, "--root", str(reference)).returncode == 0
+    complete = listing(reference)
+    total = steps(new, start("counted"))
+    assert total > (5 if upgrade else 20), total
+    for k in range(1, total + 1):
+        for name in ("faulted", "again"):
+            if (tmp_path / name).exists():
+                shutil.rmtree(tmp_path / name)
+        root = start("faulted")
+        after_fault(install_sh(new, "--root", str(root), fault=fault, at=k, count=tmp_path / "count"), fault)
+        shutil.copytree(root, tmp_path / "again", symlinks=True)
+        removed = install_sh(new, "--uninstall", "--root", str(root))
+        assert removed.returncode == 0 and removed.stderr == "", (k, removed.stderr)
+        assert listing(root) == before, f"uninstall after a {fault} at change {k} of {total} left something"
+        again = install_sh(new, "--root", str(tmp_path / "again"))
+        assert again.returncode == 0 and again.stderr == "", (k, again.stderr)
+        assert listing(tmp_path / "again") == complete, f"an install after a {fault} at change {k} differs"
+
+
+@pytest.mark.parametrize("fault", ["fail", "kill"])
+def test_install_sh_uninstall_faulted_at_every_step_finishes_when_run_again(tmp_path: Path, fault: str) -> None:
+    package = small_package(tmp_path / "package")
+    pristine = a_root(tmp_path / "pristine")
+    before = listing(pristine)
+    root = tmp_path / "root"
+    shutil.copytree(pristine, root, symlinks=True)
+    assert install_sh(package, "--root", str(root)).returncode == 0
+    installed = tmp_path / "installed"
+    shutil.copytree(root, installed, symlinks=True)
+    total = steps(package, root, "--uninstall")
+    for k in range(1, total + 1):
+        shutil.rmtree(root)
+        shutil.copytree(installed, root, symlinks=True)
+        after_fault(install_sh(package, "--uninstall", "--root", str(root), fault=fault, at=k,
+                               count=tmp_path / "count"), fault)  # fmt: skip
+        again = install_sh(package, "--uninstall", "--root", str(root))
+        assert again.returncode == 0 and again.stderr == "", (k, again.stderr)
+        assert listing(root) == before, f"uninstall after a {fault} at its change {k} of {total} left something"
+
+
+def test_install_sh_of_the_tarball_killed_midway_is_removed_by_uninstall(tarball: Path, tmp_path: Path) -> None:
+    """The same on the real tree, at a few of its hundreds of changes (all of them: above)."""
+    pristine = a_root(tmp_path / "pristine")
+    before = listing(pristine)
+    root = tmp_path / "root"
+    shutil.copytree(pristine, root, symlinks=True)
+    total = steps(tarball, root)
+    shutil.rmtree(root)
+    for k in (1, total // 2, total):
+        shutil.copytree(pristine, root, symlinks=True)
+        after_fault(install_sh(tarball, "--root", str(root), fault="kill", at=k, count=tmp_path / "count"), "kill")
+        removed = install_sh(tarball, "--uninstall", "--root", str(root))
+        assert removed.returncode == 0 and removed.stderr == "", (k, removed.stderr)
+        assert listing(root) == before, f"uninstall after a kill at change {k} of {total} left something"
+        shutil.rmtree(root)

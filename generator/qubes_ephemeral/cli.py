@@ -100,12 +100,20 @@ def cmd_diff(args: argparse.Namespace, description: Description) -> int:
 
 def cmd_audit(args: argparse.Namespace, description: Description) -> int:
     if args.replay:
-        host: probe.Host = probe.RecordedHost.load(Path(args.replay))
+        try:
+            host: probe.Host = probe.RecordedHost.load(Path(args.replay))
+        except OSError as error:
+            raise UsageError(f"--replay {args.replay}: {error.strerror}") from None
+        except (ValueError, TypeError, AttributeError) as error:
+            raise UsageError(f"--replay {args.replay}: not a recording of the audit ({error})") from None
     else:
         host = probe.RecordingHost() if args.record else probe.Host()
     findings = audit.audit(host, description, render(description))
     if isinstance(host, probe.RecordingHost):
-        host.save(Path(args.record))
+        try:
+            host.save(Path(args.record))
+        except OSError as error:
+            raise UsageError(f"--record {args.record}: {error.strerror}") from None
     if args.json:
         print(audit_report.as_json(findings, args.file))
     else:
@@ -147,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="qubes-ephemeral",
         description="Validate and render an ephemeral-storage description (the Salt pillar 'ephemeral:').",
-        epilog="Exit status: 0 ok, 1 diff found changes or audit found something missing, "
+        epilog="Exit status: 0 ok, 1 diff found changes or audit found something missing or not checkable, "
         "2 invalid description or usage error.",
     )
     top.add_argument("--version", action="version", version=f"qubes-ephemeral {__version__}")

@@ -20,6 +20,7 @@ commands' info/read forms) and reads files, all through a probe.Host.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -71,11 +72,12 @@ def _one_line(text: str, limit: int = 160) -> str:
 def _why(output: Output, command: str) -> str:
     """Why ``command`` could not answer, in one line."""
     message = _one_line(output.err or output.out)
+    program = command.split()[0]
     if output.rc == NOT_FOUND:
-        return f"{command} is not installed here (not found in PATH)"
-    reason = message.removeprefix(f"{command.split()[0]}: ")
+        return f"{program} is not installed here (not found in PATH)"
+    reason = message.removeprefix(f"{program}: ")
     if output.rc == NOT_EXECUTABLE:
-        return f"{command} could not be run ({reason or 'exit 126'})"
+        return f"{program} could not be run ({reason or 'exit 126'})"
     if output.rc == TIMED_OUT:
         return f"{command} timed out ({reason or 'exit 124'})"
     if output.rc < 0:
@@ -90,7 +92,9 @@ def _nothing_found(output: Output) -> bool:
     return output.rc == 1 and not (output.out + output.err).strip()
 
 
-def _parsed(parse: Callable[[str], list[dict[str, str]]], output: Output, command: str) -> tuple[list[dict[str, str]], str]:
+def _parsed(
+    parse: Callable[[str], list[dict[str, str]]], output: Output, command: str
+) -> tuple[list[dict[str, str]], str]:
     """What a command printed as JSON, parsed; or why it does not parse."""
     try:
         return parse(output.out), ""
@@ -133,7 +137,9 @@ class Audit:
         try:
             self.mappings = mappings(host)
         except OSError as error:
-            self._mappings_error = f"the device-mapper devices cannot be read from /sys/block: {error.strerror or error}"
+            self._mappings_error = (
+                f"the device-mapper devices cannot be read from /sys/block: {error.strerror or error}"
+            )
         self._crypttab: dict[str, tuple[str, str, str]] | None = None
         self._crypttab_error = ""
         try:
@@ -185,6 +191,10 @@ class Audit:
         output = self.host.run(["dmsetup", "table", "--", crypt.name])
         if output.rc != 0:
             return Finding(area, item, "unknown", 1, _why(output, "dmsetup table"), True)
+        fields = output.out.split()
+        if len(fields) < 3 or not (fields[0].isdigit() and fields[1].isdigit()):
+            return Finding(area, item, "unknown", 1, f"dmsetup table printed what is not a table: "
+                           f"{_one_line(output.out, 60) or 'nothing'}", True)  # fmt: skip
         target = parsers.crypt_target(output.out)
         if target is None:
             return Finding(area, item, "missing", 1, "not a dm-crypt mapping", True)
@@ -202,9 +212,12 @@ class Audit:
         output = self.host.run(["blkid", "-p", "-o", "export", "--", crypt.device.path])
         if output.rc == 2 and not output.err.strip():
             return Finding(area, item, "ok", 1, "nothing a probe recognises: noise without the boot's key", True)
-        if output.rc == 0:
-            found = " ".join(line for line in output.out.splitlines() if line.startswith(("TYPE=", "PTTYPE=")))
+        found = " ".join(line for line in output.out.splitlines() if line.startswith(("TYPE=", "PTTYPE=")))
+        if output.rc == 0 and found:
             return Finding(area, item, "missing", 1, f"it shows {found}: not keyed, or someone's data", True)
+        if output.rc == 0:
+            return Finding(area, item, "unknown", 1, "blkid -p found something and printed no TYPE: "
+                           f"{_one_line(output.out, 60) or 'nothing'}", True)  # fmt: skip
         return Finding(area, item, "unknown", 1, _why(output, "blkid -p"), True)
 
     def scratch(self) -> Iterator[Finding]:
@@ -270,7 +283,7 @@ class Audit:
             yield Finding("swap", "active swap", "unknown", 1, "/proc/swaps is not readable", swap is not None)
             return
         ours = self.mappings.get(swap.name) if swap else None
-        knames = {device: self._kname(device) for device in active}
+        knames = {device: self._kname(device) for device in active} if ours is not None else {}
         if swap is not None:
             status, detail = self._keyed_at_boot(swap.name)
             in_use = ours is not None and any(kname == ours.kname for kname, _ in knames.values())
@@ -283,7 +296,7 @@ class Audit:
             yield Finding("swap", f"{swap.device.path} as /dev/mapper/{swap.name}", status, 1, detail, True)
             yield self._table(swap, "swap")
         for device in active:
-            if ours is not None and knames[device][0] == ours.kname:
+            if ours is not None and knames[device][0] == ours.kname:  # ours: judged above
                 continue
             chain, why = self._chain(device)
             item = f"{device} ({chain[0]['name']})" if chain and chain[0].get("name") else device
@@ -314,7 +327,7 @@ class Audit:
         """The kernel's name of a block device (dm-3 for /dev/mapper/x), or None and why not.
         Without lsblk, a node right under /dev (as /proc/swaps names them) is its own name."""
         output = self.host.run(["lsblk", "-n", "-d", "-o", "KNAME", "--", device])
-        if output.rc == 0 and output.out.strip():
+        if output.rc == 0 and re.fullmatch(r"[\w.!+:-]+", output.out.strip()):
             return output.out.strip(), ""
         if device.startswith("/dev/") and "/" not in device[len("/dev/") :]:
             return device[len("/dev/") :], ""
@@ -413,8 +426,14 @@ class Audit:
         if plan["names"] is not None:
             pools = list(dict.fromkeys(plan["names"]))
         else:
-            printed = [self.host.run(argv).out for argv in plan["default_from_prefs"]]
-            pools = parsers.default_pools(printed, plan["default_excludes"])
+            outputs = [(argv, self.host.run(argv)) for argv in plan["default_from_prefs"]]
+            failed = [(argv, output) for argv, output in outputs if output.rc != 0]
+            if failed:
+                argv, output = failed[0]
+                yield Finding("qubes", "pools: volatile volumes keyed per start", "unknown", 1,
+                              f"which pools are the defaults: {_why(output, ' '.join(argv[:1] + argv[2:]))}", True)  # fmt: skip
+                return
+            pools = parsers.default_pools([output.out for _, output in outputs], plan["default_excludes"])
         setting = plan["setting"]
         for pool in pools:
             get = [part.replace("{pool}", pool) for part in setting["get"]]
@@ -434,9 +453,15 @@ class Audit:
         status = "ok" if where == own["dir_path"] else "missing"
         return Finding("qubes", item, status, 1, f"dir_path {where}", True)
 
-    def _read(self, *argv: str) -> str | None:
+    def _read(self, *argv: str, missing_exit: int | None = None) -> tuple[str | None, str]:
+        """What a Qubes admin command's read form printed: (value, ""); (None, "") when not
+        set (it exits ``missing_exit``, silently); (None, why) when it could not be read."""
         output = self._qubes(*argv)
-        return output.out.strip() if output.rc == 0 else None
+        if parsers.absent(output.rc, output.out, output.err, missing_exit):
+            return None, ""
+        if output.rc != 0:
+            return None, _why(output, argv[0])
+        return output.out.strip(), ""
 
     def _template(self, name: str, cow: bool) -> Iterator[Finding]:
         """Where its disposables' /rw goes. Root read-only and the volatile volume keyed per
@@ -455,9 +480,18 @@ class Audit:
         listing = self.host.run(DISPOSABLES_CLEANUP["list"])
         if listing.rc != 0:
             return Finding("qubes", item, "unknown", 1, _why(listing, "qvm-ls"), True)
-        found = []
+        fields = len(DISPOSABLES_CLEANUP["list"][DISPOSABLES_CLEANUP["list"].index("--fields") + 1].split(","))
+        odd = [line for line in listing.out.splitlines() if line.strip() and len(line.split("|")) != fields]
+        if odd:
+            return Finding("qubes", item, "unknown", 1, f"qvm-ls printed what is not its listing: "
+                           f"{_one_line(odd[0], 60)}", True)  # fmt: skip
+        found, unread = [], []
         for vm, template in parsers.disposables(listing.out, DISPOSABLES_CLEANUP["list"]):
-            features = parsers.key_values(self._qubes("qvm-features", "--", vm).out)
+            output = self._qubes("qvm-features", "--", vm)
+            if output.rc != 0:
+                unread.append(f"{vm}: {_why(output, 'qvm-features')}")
+                continue
+            features = parsers.key_values(output.out)
             if RESTORE_FEATURE in features:
                 found.append(f"{vm}: a start's settings not put back yet ({RESTORE_FEATURE}; at its next start)")
             stray = [f for f in DISPOSABLES_CLEANUP["features"] if f in features and template not in templates]
@@ -465,23 +499,30 @@ class Audit:
                 found.append(f"{vm}: {', '.join(stray)} from template {template}, not in the description "
                              f"(clear: qvm-features --unset {vm} FEATURE)")  # fmt: skip
         if found:
-            return Finding("qubes", item, "missing", 1, "; ".join(found), True)
+            return Finding("qubes", item, "missing", 1, "; ".join(found + unread), True)
+        if unread:
+            return Finding("qubes", item, "unknown", 1, "the features of " + "; ".join(unread), True)
         return Finding("qubes", item, "ok", 1, "none", True)
 
     @staticmethod
-    def _own_kernel(name: str, read: Callable[..., str | None]) -> Finding:
+    def _own_kernel(name: str, read: Callable[..., tuple[str | None, str]]) -> Finding:
         """A qube on its template's own kernel gets /rw copy-on-write only from the
-        template's initramfs: the extension refuses it without the feature saying so."""
+        template's initramfs: the extension refuses it without the feature saying so.
+        ``read``: as Audit._read."""
         item = f"{name}: the kernel its disposables boot carries the /rw copy-on-write"
-        kernel = read("qvm-prefs", "--", name, "kernel")
+        kernel, why = read("qvm-prefs", "--", name, "kernel")
         if kernel is None:
-            return Finding("qubes", item, "unknown", 1, "qvm-prefs kernel could not be read", True)
+            return Finding("qubes", item, "unknown", 1, f"its kernel could not be read: {why}", True)
         if kernel:
             return Finding("qubes", item, "ok", 1, f"dom0-provided kernel {kernel} (checked under patches)", True)
-        template = read("qvm-prefs", "--", name, "template")
-        marked = read("qvm-features", "--", name, OWN_INITRAMFS_FEATURE) or (
-            read("qvm-features", "--", template, OWN_INITRAMFS_FEATURE) if template else None
-        )
+        marked, why = read("qvm-features", "--", name, OWN_INITRAMFS_FEATURE, missing_exit=1)
+        if not marked and not why:
+            template, why = read("qvm-prefs", "--", name, "template")
+            if template and not why:
+                marked, why = read("qvm-features", "--", template, OWN_INITRAMFS_FEATURE, missing_exit=1)
+        if why and marked != OWN_INITRAMFS_DRACUT:
+            return Finding("qubes", item, "unknown", 1, f"it boots its template's own kernel; whether that carries "
+                           f"the hook ({OWN_INITRAMFS_FEATURE}) could not be read: {why}", True)  # fmt: skip
         if marked == OWN_INITRAMFS_DRACUT:
             return Finding("qubes", item, "ok", 1, f"its template's own kernel; {OWN_INITRAMFS_FEATURE}={marked}", True)
         return Finding("qubes", item, "missing", 1, (
@@ -513,13 +554,20 @@ class Audit:
         scratch = self.description.scratch
         if traces is None:
             for path in schema.TRACES_PATHS_DEFAULT:
-                if self.host.is_dir(path) and self._mounted_on(path) is None:
+                if not self.host.is_dir(path):
+                    continue
+                mount, why = self._mounted_on(path)
+                if why:
+                    yield Finding("traces", path, "unknown", 1, f"whether it is on the persistent disk: {why}", False)
+                elif mount is None:
                     yield Finding("traces", path, "gap", 1, "on the persistent disk: logs name every qube", False)
             return
         for path in traces.paths:
-            mount = self._mounted_on(path)
+            mount, why = self._mounted_on(path)
             source = mount.get("source", "") if mount else ""
-            if scratch and source.startswith(f"{naming.mapping(scratch.name)}[") and "/traces" in source:
+            if why:
+                yield Finding("traces", path, "unknown", 1, why, True)
+            elif scratch and source.startswith(f"{naming.mapping(scratch.name)}[") and "/traces" in source:
                 yield Finding("traces", path, "ok", 1, f"on the scratch filesystem ({source})", True)
             elif mount and mount.get("fstype") == "tmpfs":
                 why = "the scratch filesystem was missing" if scratch else "there is no scratch filesystem"
@@ -529,10 +577,15 @@ class Audit:
                 yield Finding("traces", path, "missing", 1, f"{what}; takes effect at the next boot", True)
         yield self._journal(traces.journald == "volatile")
 
-    def _mounted_on(self, path: str) -> dict[str, str] | None:
+    def _mounted_on(self, path: str) -> tuple[dict[str, str] | None, str]:
+        """What is mounted on ``path`` (None: nothing), or (None, why it cannot be told)."""
         output = self.host.run(["findmnt", "-J", "-o", "SOURCE,FSTYPE", "--mountpoint", path])
-        found = parsers.findmnt(output.out) if output.rc == 0 else []
-        return found[-1] if found else None
+        if _nothing_found(output):
+            return None, ""
+        if output.rc != 0:
+            return None, _why(output, "findmnt")
+        found, why = _parsed(parsers.findmnt, output, "findmnt")
+        return (found[-1] if found else None), why
 
     def _journal(self, volatile: bool) -> Finding:
         item = "systemd journal"
@@ -542,11 +595,15 @@ class Audit:
             if (self.host.mtime(f"/var/log/journal/{name}/system.journal") or 0) > self.host.boot_time()
         ]
         config = self.host.run(["systemd-analyze", "cat-config", "systemd/journald.conf"])
-        storage = parsers.journald_storage(config.out) if config.rc == 0 else None
+        # Its output always holds journald.conf's [Journal] section, if only in comments.
+        storage = parsers.journald_storage(config.out) if config.rc == 0 and "[Journal]" in config.out else None
         if not volatile:
             if written:
                 return Finding("traces", item, "gap", 1, "written to /var/log/journal: it names every qube", False)
             return Finding("traces", item, "ok", 1, "not written to the disk since the boot", False)
+        if storage is None and config.rc == 0:
+            return Finding("traces", item, "unknown", 1, "systemd-analyze cat-config printed no [Journal] section: "
+                           f"{_one_line(config.out, 60) or 'nothing'}", True)  # fmt: skip
         if storage is None:
             return Finding("traces", item, "unknown", 1, _why(config, "systemd-analyze cat-config"), True)
         if storage != "volatile":
@@ -563,6 +620,10 @@ class Audit:
             changes = [c for c in diff.plan(self.manifest, self.host) if c.changed]
         except PermissionError as error:
             yield Finding("drift", "files as rendered", "unknown", None, f"cannot read {error}: run with sudo", True)
+            return
+        except OSError as error:
+            why = f"{error.filename}: {error.strerror}" if error.filename else str(error)
+            yield Finding("drift", "files as rendered", "unknown", None, f"cannot read {why}", True)
             return
         except ValueError as error:
             yield Finding("drift", "files as rendered", "missing", None, str(error), True)

@@ -179,7 +179,10 @@ class RecordedHost(Host):
 
     def __init__(self, record: dict[str, dict[str, object]]) -> None:
         super().__init__()
-        self.record = record
+        if not isinstance(record, dict) or not all(isinstance(part, dict) for part in record.values()):
+            raise ValueError("a recording is an object of objects (run, read, listdir...)")
+        kinds = ("run", "read", "listdir", "mtime", "readlink", "is_dir", "exists", "initramfs", "boot_time")
+        self.record = {**{kind: {} for kind in kinds}, **record}
 
     @classmethod
     def load(cls, path: Path) -> RecordedHost:

@@ -138,7 +138,12 @@ def _decompress(data: bytes, offset: int) -> tuple[bytes, int]:
         raise PatchError(f"unknown archive format at byte {offset} (starts with {head.hex()})")
     if shutil.which(tool) is None:
         raise PatchError(f"this initramfs is compressed with {tool}, and the {tool} command is missing")
-    result = subprocess.run([tool, "-dc"], input=data[offset:end], capture_output=True, check=False)
+    try:
+        result = subprocess.run([tool, "-dc"], input=data[offset:end], capture_output=True, timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        raise PatchError(f"{tool} did not decompress the initramfs within 300 s") from None
+    except OSError as error:
+        raise PatchError(f"{tool} could not be run: {error.strerror or error}") from None
     if result.returncode != 0 or not result.stdout:
         raise PatchError(f"{tool} could not decompress the initramfs: {result.stderr.decode(errors='replace').strip()}")
     return result.stdout, end
