@@ -306,6 +306,8 @@ def test_the_boot_guard_refuses_what_is_someones_by_its_device_whatever_its_name
         "/dev/qubes_dom0/vault": "something is built on it",
         "/dev/mapper/vault": "an open encrypted mapping (vault)",
         "/dev/mapper/ephemeral-swap": "is an active swap",
+        "/dev/qubes_dom0/looped": "backs a loop device",
+        "/dev/mapper/qe-on-qube": "built on a qube's volume (qubes_dom0-vm--other--root)",
     }
     for device, words in expected.items():
         status, message = cases[device]

@@ -14,12 +14,20 @@ cryptsetup open --key-file /etc/vault.key /dev/qubes_dom0/vault vault || true
 lvcreate -q -y -L 8M -n vm-work-private qubes_dom0
 lvcreate -q -y -L 8M -n pool00 qubes_dom0  # a plain volume, named as dom0's thin pool
 lvcreate -q -y -s -L 8M -n root-snap qubes_dom0/root || true
+lvcreate -q -y -L 8M -n looped qubes_dom0
+loop=$(losetup -f --show /dev/qubes_dom0/looped || echo none)
+lvcreate -q -y -L 8M -n vm-other-root qubes_dom0
+dmsetup create qe-on-qube --table "0 16384 linear /dev/qubes_dom0/vm-other-root 0" || true
 for device in /dev/qubes_dom0/root /dev/qubes_dom0/pool00 /dev/qubes_dom0/vm-work-private /dev/mapper/qubes_dom0-root-real \
-    /dev/qubes_dom0/vault /dev/mapper/vault /dev/mapper/ephemeral-swap "$(findmnt -n -o SOURCE /)"; do
+    /dev/qubes_dom0/vault /dev/mapper/vault /dev/mapper/ephemeral-swap /dev/qubes_dom0/looped /dev/mapper/qe-on-qube \
+    "$(findmnt -n -o SOURCE /)"; do
     rc=0
     message=$(/usr/local/libexec/qubes-ephemeral/refuse-data-scratch "$device" data 2>&1) || rc=$?
     printf '%s\t%s\t%s\n' "$device" "$rc" "$message" >>"$OUT/guard-cases"
 done
-lvremove -q -y qubes_dom0/root-snap qubes_dom0/vm-work-private qubes_dom0/pool00 || true
+dmsetup remove qe-on-qube || true
+losetup -d "$loop" || true
+lvremove -q -y qubes_dom0/root-snap qubes_dom0/vm-work-private qubes_dom0/pool00 qubes_dom0/looped \
+    qubes_dom0/vm-other-root || true
 cryptsetup close vault || true
 lvremove -q -y qubes_dom0/ephemeral
