@@ -155,7 +155,7 @@ def test_the_audit_tells_unset_from_unreadable() -> None:
     private = found["default-dvm: feature qubes-ephemeral-private"]
     assert (private.status, private.detail) == ("missing", "not set")
     mark = found["default-dvm: feature qubes-ephemeral"]
-    assert mark.status == "unknown" and mark.detail.startswith("qvm-features failed: qvm-features: error")
+    assert mark.status == "unknown" and mark.detail.startswith("qvm-features failed (exit 1): qvm-features: error")
     default = found["qubes-prefs default_pool_volatile"]
     assert (default.status, default.detail) == ("missing", "not set"), "at its default, even if that were our pool"
     pool = found["pool ephemeral on the scratch filesystem"]
