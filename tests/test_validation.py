@@ -272,8 +272,8 @@ CASES: list[tuple[str, str, str, str]] = [
     ("huge-mapping", "ephemeral:\n  qubes:\n    disposable_templates: {" + ", ".join(f"d{i}: {{}}" for i in range(1001))
      + "}\n", "ephemeral", "more than 1000"),
     ("nesting", "ephemeral:\n  scratch: " + "[" * 40 + "]" * 40 + "\n", "ephemeral", "nests too deeply"),
-    ("many-templates", description(qubes={"disposable_templates": {f"d{i}": {} for i in range(65)}}),
-     "ephemeral.qubes.disposable_templates", "more than the 64"),
+    ("many-templates", description(qubes={"disposable_templates": {f"d{i}": {} for i in range(257)}}),
+     "ephemeral.qubes.disposable_templates", "more than the 256"),
     ("many-trace-paths", description(traces={"paths": [f"/var/log/p{i}" for i in range(65)]}),
      "ephemeral.traces.paths", "more than the 64"),
     ("many-writers", description(traces={"writers": [f"w{i}.service" for i in range(65)]}),
@@ -376,7 +376,7 @@ def test_the_largest_description_renders_in_bounded_time_and_memory(tmp_path: Pa
         scratch={"mount_options": ["noatime"] * 64, "consumers": [f"c{i}.service" for i in range(64)]},
         traces={"paths": [f"/var/log/p{i}" for i in range(64)], "writers": [f"w{i}.service" for i in range(64)]},
         qubes={"ephemeral_volatile_pools": [f"p{i}" for i in range(64)],
-               "disposable_templates": {f"d{i}-dvm": {} for i in range(64)}},
+               "disposable_templates": {f"d{i}-dvm": {} for i in range(256)}},
     )  # fmt: skip
     tracemalloc.start()
     started = time.process_time()

@@ -48,14 +48,16 @@ def pools(value: object) -> tuple[str, ...] | str:
 
 
 PRIVATE_CHOICES = ("persistent", "cow")
+MAX_TEMPLATES = 256
 
 
 def disposable_templates(value: object) -> tuple[DisposableTemplate, ...]:
     if not isinstance(value, dict):
         raise Invalid(f"expected a mapping of disposable template names, got {kind_of(value)}",
                       "write e.g. {default-dvm: {}}")  # fmt: skip
-    # Each setting waits for every template's check (all or nothing): bounded.
-    values.at_most(list(value), values.MAX_LIST, "disposable templates")
+    # Each setting waits for every template's check (all or nothing): bounded,
+    # above the 200 templates the benchmark renders (a few MB of manifest).
+    values.at_most(list(value), MAX_TEMPLATES, "disposable templates")
     templates = []
     for name, options in value.items():
         qube_name(name)

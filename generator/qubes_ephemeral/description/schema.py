@@ -175,7 +175,7 @@ QUBES = Section(
             (),
             "For each disposable template (NAME: {}): the feature qubes-ephemeral on NAME; the qubesd extension "
             "then makes each start of its disposables root read-only (writes to the volatile volume) and keys "
-            "that volume for the start. At most 64.",
+            "that volume for the start. At most 256.",
             qubes_values.disposable_templates,
         ),
         Setting(
