@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,17 @@ def run_cli(*args: str, stdin: str = "") -> Result:
     finally:
         sys.stdin, sys.stdout, sys.stderr = old
     return Result(status, out.getvalue(), err.getvalue())
+
+
+def run_cli_measured(*args: str) -> tuple[Result, float, int]:
+    """run_cli, with the CPU seconds it took and the peak of the memory it traced."""
+    tracemalloc.start()
+    started = time.process_time()
+    try:
+        result = run_cli(*args)
+        return result, time.process_time() - started, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def description(**sections: object) -> str:

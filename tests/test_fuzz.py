@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
 import yaml
-from conftest import run_cli
+from conftest import run_cli_measured
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qubes_ephemeral.description import schema
@@ -65,14 +63,7 @@ def check_run(text: str | bytes) -> None:
         else:
             source.write_text(text, encoding="utf-8", errors="surrogateescape")
         out = Path(tmp) / "out"
-        tracemalloc.start()
-        started = time.process_time()
-        try:
-            result = run_cli("render", str(source), "--out", str(out))
-            elapsed = time.process_time() - started
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        result, elapsed, peak = run_cli_measured("render", str(source), "--out", str(out))
         assert elapsed < MAX_SECONDS, f"{elapsed:.1f} s"
         assert peak < MAX_TRACED, f"{peak} bytes"
         assert "Traceback" not in result.stderr

@@ -5,12 +5,10 @@ Each case gives a description and the key path + words the error must carry.
 
 from __future__ import annotations
 
-import time
-import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import description, run_cli
+from conftest import description, run_cli, run_cli_measured
 from qubes_ephemeral.api import describe, manifest_for_pillar
 from qubes_ephemeral.description.problems import DescriptionError
 
@@ -378,12 +376,7 @@ def test_the_largest_description_renders_in_bounded_time_and_memory(tmp_path: Pa
         qubes={"ephemeral_volatile_pools": [f"p{i}" for i in range(64)],
                "disposable_templates": {f"d{i}-dvm": {} for i in range(256)}},
     )  # fmt: skip
-    tracemalloc.start()
-    started = time.process_time()
-    result = run_cli("render", str(write(text)), "--out", str(tmp_path / "out"))
-    elapsed = time.process_time() - started
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    result, elapsed, peak = run_cli_measured("render", str(write(text)), "--out", str(tmp_path / "out"))
     assert result.status == 0, result.stderr
     size = sum(path.stat().st_size for path in (tmp_path / "out").rglob("*") if path.is_file())
     # About 0.3 s, 2 MB written and a few MB traced on a 2-core machine; the
@@ -413,12 +406,7 @@ def test_the_largest_file_is_refused_or_read_in_bounded_time_and_memory(write) -
     for text in ("ephemeral:\n  scratch:\n" + "    - [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]\n" * 1700,
                  "ephemeral:\n" + "  " * 28 + "- [" + ", ".join(["0"] * 999) + "]\n" * 30):  # fmt: skip
         text = text[: 64 * 1024 - 1]
-        tracemalloc.start()
-        started = time.process_time()
-        result = run_cli("validate", str(write(text)))
-        elapsed = time.process_time() - started
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        result, elapsed, peak = run_cli_measured("validate", str(write(text)))
         assert result.status == 2 and "Traceback" not in result.stderr
         # A red-team 1 MiB file took 67 s and 680 MB before the 64 KiB and 10000-value limits.
         assert elapsed < 10 and peak < 150 * 1024 * 1024, (elapsed, peak)
@@ -434,12 +422,7 @@ def test_alias_bomb_is_refused_quickly_in_bounded_memory(write) -> None:
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
     bomb = "\n".join(levels) + "\nephemeral:\n  scratch:\n    device: *a11\n"
     path = write(bomb)
-    tracemalloc.start()
-    started = time.process_time()
-    result = run_cli("validate", str(path))
-    elapsed = time.process_time() - started
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    result, elapsed, peak = run_cli_measured("validate", str(path))
     assert result.status == 2
     assert "aliases" in result.stderr
     # 10**12 nodes if expanded; refusing costs a parse of a 1 KiB file.

@@ -82,6 +82,14 @@ class Device:
         return self.volume.aliases if self.volume else (self.path,)
 
 
+# Qubes' LVM pools name every volume vm-QUBE-VOLUME, in any volume group.
+QUBE_VOLUME_PREFIX = "vm-"
+
+
+def is_qube_volume(volume: LogicalVolume) -> bool:
+    return volume.lv.startswith(QUBE_VOLUME_PREFIX)
+
+
 def check_volume(volume: LogicalVolume, role: str) -> None:
     if not LVM_NAME.fullmatch(volume.vg) or not LVM_NAME.fullmatch(volume.lv):
         raise Invalid(f"'{volume.vg}/{volume.lv}' is not a valid LVM volume name", STABLE_HINT)
@@ -90,7 +98,7 @@ def check_volume(volume: LogicalVolume, role: str) -> None:
         raise Invalid(f"'{volume.vg}/{lv}' is an internal LVM sub-volume", "name a logical volume of your own")
     if lv.endswith(DM_LAYER_SUFFIXES):
         raise Invalid(f"'{volume.vg}/{lv}' is a device-mapper layer under another volume", "name the volume itself")
-    if lv.startswith("vm-"):  # Qubes' LVM pools name every volume vm-QUBE-VOLUME, in any volume group
+    if is_qube_volume(volume):
         raise Invalid(
             f"'{volume.vg}/{lv}' is a qube's volume; keying it destroys that qube",
             f"create a dedicated volume: lvcreate -L 32G -n ephemeral {volume.vg}",
@@ -100,11 +108,6 @@ def check_volume(volume: LogicalVolume, role: str) -> None:
     if lv in DOM0_PROTECTED_LVS:
         raise Invalid(
             f"'{DOM0_VG}/{lv}' is dom0's own volume (root or a thin pool); keying it destroys the system",
-            f"create a dedicated volume: lvcreate -L 32G -n ephemeral {DOM0_VG}",
-        )
-    if lv.startswith("vm-"):
-        raise Invalid(
-            f"'{DOM0_VG}/{lv}' is a qube's volume; keying it destroys that qube",
             f"create a dedicated volume: lvcreate -L 32G -n ephemeral {DOM0_VG}",
         )
     if lv == DOM0_SWAP_LV and role != "swap":

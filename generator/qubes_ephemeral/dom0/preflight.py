@@ -38,10 +38,10 @@ import posixpath
 import re
 import stat
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from qubes_ephemeral.description.devices import check_volume, split_mapper_name
+from qubes_ephemeral.description.devices import check_volume, is_qube_volume, split_mapper_name
 from qubes_ephemeral.description.problems import Invalid
 from qubes_ephemeral.dom0 import textedit
 from qubes_ephemeral.render.artifacts import CRYPTTAB, FSTAB, Artifact, Block, CommentOut, from_dict
@@ -134,34 +134,38 @@ class Files:
         (holders: a LUKS mapping, an LVM volume), from /sys; {} for None."""
         if identity is None:
             return set()
-        found = {identity}
         if identity[0] != "dev":
-            return found
-        todo = [identity]
+            return {identity}
+
+        def above(folder: str) -> list[str]:
+            names = _listdir(os.path.join(folder, "holders"))
+            return names + [n for n in _listdir(folder) if os.path.isfile(os.path.join(folder, n, "partition"))]
+
+        rdev = int(identity[1])  # type: ignore[call-overload]
+        return {("dev", each) for each in {rdev, *self._reach(rdev, above)}}
+
+    def lowers(self, rdev: int) -> set[int]:
+        """Every device ``rdev`` is built on (slaves, all the way down)."""
+        return self._reach(rdev, lambda folder: _listdir(os.path.join(folder, "slaves")))
+
+    def _reach(self, rdev: int, neighbours: Callable[[str], list[str]]) -> set[int]:
+        """Every device reached from ``rdev``, step by step, through the block
+        device names ``neighbours`` finds in a device's /sys folder."""
+        found: set[int] = set()
+        todo = [rdev]
         while todo:
-            rdev = int(todo.pop()[1])  # type: ignore[call-overload]
-            sys_dir = self.path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}")
-            names = _listdir(os.path.join(sys_dir, "holders"))
-            names += [n for n in _listdir(sys_dir) if os.path.isfile(os.path.join(sys_dir, n, "partition"))]
-            for name in names:
-                number = self.read(f"/sys/class/block/{name}/dev")
-                if number and re.fullmatch(r"\d+:\d+\s*", number):
-                    major, minor = map(int, number.split(":"))
-                    child = ("dev", os.makedev(major, minor))
-                    if child not in found:
-                        found.add(child)
-                        todo.append(child)
+            current = todo.pop()
+            for name in neighbours(self.path(f"/sys/dev/block/{os.major(current)}:{os.minor(current)}")):
+                number = _rdev(self.read(f"/sys/class/block/{name}/dev"))
+                if number is not None and number not in found and number != rdev:
+                    found.add(number)
+                    todo.append(number)
         return found
 
     def mounted(self) -> set[int]:
         """The devices of every mounted filesystem (major:minor, /proc/self/mountinfo)."""
-        found = set()
-        for line in (self.read("/proc/self/mountinfo") or "").splitlines():
-            fields = line.split()
-            if len(fields) > 2 and re.fullmatch(r"\d+:\d+", fields[2]):
-                major, minor = map(int, fields[2].split(":"))
-                found.add(os.makedev(major, minor))
-        return found
+        fields = (line.split() for line in (self.read("/proc/self/mountinfo") or "").splitlines())
+        return {number for number in (_rdev(f[2]) for f in fields if len(f) > 2) if number is not None}
 
     def swaps(self) -> set[tuple[str, object]]:
         """The active swap areas (/proc/swaps), as ``device()`` names them."""
@@ -185,21 +189,6 @@ class Files:
             if re.fullmatch(r"[0-9a-f]+:[0-9a-f]+", physical):
                 major, minor = (int(part, 16) for part in physical.split(":"))
                 found[os.makedev(major, minor)] = f"it is a disk of a running qube (Xen backend {vbd})"
-        return found
-
-    def lowers(self, rdev: int) -> set[int]:
-        """Every device ``rdev`` is built on (slaves, all the way down)."""
-        found: set[int] = set()
-        todo = [rdev]
-        while todo:
-            current = todo.pop()
-            for name in _listdir(self.path(f"/sys/dev/block/{os.major(current)}:{os.minor(current)}/slaves")):
-                number = self.read(f"/sys/class/block/{name}/dev")
-                if number and re.fullmatch(r"\d+:\d+\s*", number):
-                    lower = os.makedev(*map(int, number.split(":")))
-                    if lower not in found:
-                        found.add(lower)
-                        todo.append(lower)
         return found
 
     def dm(self, rdev: int) -> tuple[str, str] | None:
@@ -240,6 +229,13 @@ def _flags(path: str) -> int:
         raise
     finally:
         os.close(fd)
+
+
+def _rdev(number: str | None) -> int | None:
+    """A device number written major:minor (as /sys and mountinfo write it)."""
+    if number is None or not re.fullmatch(r"\d+:\d+", number.strip()):
+        return None
+    return os.makedev(*map(int, number.strip().split(":")))
 
 
 def _listdir(path: str) -> list[str]:
@@ -430,20 +426,19 @@ def _in_use(plan: Mapping[str, object], files: Files) -> list[str]:
     if carried:
         found.append(f"{where} carries other devices ({', '.join(carried)}: a partition, or an encrypted or LVM "
                      "volume on it): keying it destroys them. Name a device that nothing is built on")  # fmt: skip
-    mounted, swaps = files.mounted(), files.swaps()
+    mounted, swaps, backing = files.mounted(), files.swaps(), files.backing()
     for each in sorted(keyed - ours, key=str):
-        if each[1] in mounted:
+        number = int(each[1])  # type: ignore[call-overload]
+        if number in mounted:
             found.append(f"{where}, or a device on it, is mounted: keying it destroys a filesystem in use")
         if each in swaps and not (taken_over and each == identity):
             found.append(f"{where}, or a device on it, is an active swap that this section does not take over")
-    backing = files.backing()
-    for each in sorted(keyed - ours, key=str):
-        if int(each[1]) in backing:  # type: ignore[call-overload]
-            found.append(f"{where}, or a device on it: {backing[int(each[1])]}")  # type: ignore[call-overload]
+        if number in backing:
+            found.append(f"{where}, or a device on it: {backing[number]}")
     for lower in sorted(files.lowers(rdev)):
         lower_dm = files.dm(lower)
         volume = split_mapper_name(lower_dm[1]) if lower_dm and lower_dm[0].startswith("LVM-") else None
-        if volume is not None and volume.lv.startswith("vm-"):
+        if volume is not None and is_qube_volume(volume):
             found.append(f"{where} is built on a qube's volume ({volume.vg}/{volume.lv})")
     if (dm := files.dm(rdev)) is not None:
         found += _dm_problem(where, *dm, role=str(plan.get("section")))

@@ -100,7 +100,7 @@ def _guard_script(section: str) -> str:
     internal += [f"LVM:*{infix}*" for infix in devices.LVM_INTERNAL_INFIXES]
     return _template("refuse-data.sh.j2", internal_patterns=internal, dom0_vg=devices.DOM0_VG,
                      dom0_protected=sorted(devices.DOM0_PROTECTED_LVS), dom0_swap=devices.DOM0_SWAP_LV,
-                     role=section)  # fmt: skip
+                     qube_prefix=devices.QUBE_VOLUME_PREFIX, role=section)  # fmt: skip
 
 
 def _guard(crypt: Crypt, section: str) -> list[Artifact]:
