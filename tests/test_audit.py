@@ -36,6 +36,12 @@ NO_SWAP_PILLAR = (
     + VM_PILLAR[VM_PILLAR.index("  # Optional: Qubes storage") :]
 )
 
+# Boot 5's: boot 4 applied pillar.example's description with activate: now, and left it.
+ACTIVATE_NOW_PILLAR = VM_PILLAR.replace("  activate: boot", "  activate: now")
+# Each recording (scripts/record-audits copies them from the VM suite) and the description it was made with.
+RECORDED_WITH = {"before-apply": VM_PILLAR, "after-reboot": VM_PILLAR, "swap-gap": NO_SWAP_PILLAR,
+                 "guard-refused": ACTIVATE_NOW_PILLAR}  # fmt: skip
+
 
 def replay(recording: str, pillar: str, tmp_path: Path, *extra: str):
     path = tmp_path / "pillar.sls"
@@ -86,6 +92,83 @@ def test_a_stamp_from_a_qubesd_that_no_longer_runs_is_not_loaded(tmp_path: Path)
     assert extension["status"] == "missing" and f"PID {pid}, which no longer runs" in str(extension["detail"])
 
 
+@pytest.mark.parametrize("name", sorted(RECORDED_WITH))
+def test_a_recording_is_not_older_than_the_audit_that_replays_it(name: str) -> None:
+    """What the audit asks today, the VM suite's audit asked when it made the recording.
+    A check added since would replay as "command not found" and test nothing real."""
+    assert ACTIVATE_NOW_PILLAR != VM_PILLAR
+    host = RecordedHost.load(RECORDINGS / f"{name}.json")
+    description = describe(RECORDED_WITH[name].encode())
+    audit.audit(host, description, render(description))
+    assert host.misses == [], (f"tests/audit_recordings/{name}.json is older than the audit: it never saw "
+                               f"{host.misses[:3]}; make it again with scripts/record-audits")  # fmt: skip
+
+
+def test_the_recordings_are_those_the_vm_suite_makes() -> None:
+    recorded = sorted(path.stem for path in RECORDINGS.glob("*.json"))
+    script = (Path(__file__).parent.parent / "scripts" / "record-audits").read_text()
+    listed = sorted(line.split()[0] for line in script.split("<<'LIST'\n")[1].split("\nLIST")[0].splitlines())
+    assert recorded == listed == sorted(RECORDED_WITH)
+
+
+def test_a_recording_missing_what_the_audit_asks_is_told_stale() -> None:
+    """The anti-test of the staleness check: take one command out, and it is told."""
+    record = json.loads((RECORDINGS / "after-reboot.json").read_text())
+    dropped = next(argv for argv in record["run"] if json.loads(argv)[:2] == ["systemctl", "show"])
+    del record["run"][dropped]
+    host = RecordedHost(record)
+    description = describe(VM_PILLAR.encode())
+    audit.audit(host, description, render(description))
+    assert host.misses == [f"run {dropped}"]
+
+
+def test_a_protecting_unit_that_failed_is_failed_with_exit_1(tmp_path: Path) -> None:
+    """Boot 5 of the VM suite: the guard refused to key a volume that holds someone's data, so
+    systemd-cryptsetup@ephemeral.service failed. The audit says "failed", in JSON and in the table."""
+    result = replay("guard-refused", ACTIVATE_NOW_PILLAR, tmp_path, "--json")
+    assert result.status == 1
+    report = json.loads(result.stdout)
+    units = {f["item"]: f for f in report["findings"] if f["area"] == "units"}
+    crypt = units["systemd-cryptsetup@ephemeral.service"]
+    assert crypt["status"] == "failed" and crypt["required"] is True, crypt
+    assert report["complete"] is False and report["counts"]["failed"] >= 1
+    table = replay("guard-refused", ACTIVATE_NOW_PILLAR, tmp_path)
+    assert table.status == 1
+    row = next(line for line in table.stdout.splitlines() if "systemd-cryptsetup@ephemeral.service" in line)
+    assert row.split()[:2] == ["units", "failed"]
+    assert " failed, " in table.stdout.splitlines()[-1] and "NOT everything" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("show", "status"),
+    [
+        ("LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\n", "failed"),
+        ("LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\n", "failed"),
+        ("LoadState=masked\nActiveState=inactive\nSubState=dead\nResult=success\n", "failed"),
+        ("LoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\n", "missing"),
+        ("LoadState=loaded\nActiveState=activating\nSubState=start\nResult=success\n", "unknown"),
+        ("LoadState=loaded\nActiveState=active\nSubState=exited\nResult=success\n", "ok"),
+        ("garbage", "unknown"),
+    ],
+)
+def test_each_protecting_unit_is_judged_by_what_systemd_says(show: str, status: str) -> None:
+    record = json.loads(json.dumps(AFTER_REBOOT))
+    for argv in record["run"]:
+        if json.loads(argv)[:2] == ["systemctl", "show"]:
+            record["run"][argv] = [0, show, ""]
+    found = audit.audit(RecordedHost(record), describe(VM_PILLAR.encode()), render(describe(VM_PILLAR.encode())))
+    units = [f for f in found if f.area == "units"]
+    assert len(units) >= 6 and {f.status for f in units} == {status}, units
+    assert audit.exit_code(found) == (0 if status == "ok" else 1)
+
+
+def test_the_protect_unit_failed_is_failed_not_ok() -> None:
+    record = json.loads(json.dumps(AFTER_REBOOT))
+    record["run"][json.dumps(["systemctl", "is-active", "qubes-ephemeral-protect.service"])] = [3, "failed\n", ""]
+    found = verdicts(RecordedHost(record))
+    assert found["bare mount point /var/lib/qubes-ephemeral protected"].status == "failed"
+
+
 def test_after_clean_the_swap_is_a_gap_again(tmp_path: Path) -> None:
     result = replay("swap-gap", NO_SWAP_PILLAR, tmp_path, "--json")
     swap = [f for f in findings(result) if f["area"] == "swap"]
@@ -98,7 +181,7 @@ def test_table_output_is_plain_text_when_not_on_a_terminal(tmp_path: Path) -> No
     assert result.status == 0
     assert "\033[" not in result.stdout
     assert result.stdout.splitlines()[0].split() == ["AREA", "STATUS", "LEVEL", "WHAT", "DETAIL"]
-    assert result.stdout.rstrip().endswith("16 ok, 0 missing, 1 gaps, 0 unknown")
+    assert result.stdout.rstrip().endswith("23 ok, 0 failed, 0 missing, 1 gaps, 0 unknown")
     coloured = audit_report.table([audit.Finding("swap", "x", "missing", 1, "d", True)], colour=True)
     assert "\033[31mmissing" in coloured
 
@@ -112,11 +195,11 @@ def test_an_invalid_description_exits_2(tmp_path: Path) -> None:
 def test_json_schema_is_stable(tmp_path: Path) -> None:
     report = json.loads(replay("after-reboot", VM_PILLAR, tmp_path, "--json").stdout)
     assert set(report) == {"format", "description", "complete", "counts", "findings"}
-    assert report["format"] == 1
-    assert set(report["counts"]) == {"ok", "missing", "gap", "unknown"}
+    assert report["format"] == 2  # 2: the status "failed" (and its count)
+    assert set(report["counts"]) == {"ok", "failed", "missing", "gap", "unknown"}
     for finding in report["findings"]:
         assert set(finding) == {"area", "item", "status", "level", "detail", "required"}
-        assert finding["status"] in ("ok", "missing", "gap", "unknown")
+        assert finding["status"] in ("ok", "failed", "missing", "gap", "unknown")
 
 
 # --- recorded by hand: what a VM does not show easily ---

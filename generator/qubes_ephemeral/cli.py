@@ -182,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("file", metavar="FILE", nargs="?", default=DEFAULT_PILLAR,
                      help=f"the description (default: {DEFAULT_PILLAR}); - reads standard input")  # fmt: skip
-    sub.add_argument("--json", action="store_true", help="machine-readable result (stable schema, format 1)")
+    sub.add_argument("--json", action="store_true", help="machine-readable result (stable schema, format 2)")
     sub.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)  # tests: save what was read
     sub.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)  # tests: read a recording instead
     sub = commands.add_parser("schema", help="list every key with its type, default and meaning")

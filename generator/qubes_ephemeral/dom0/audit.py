@@ -4,6 +4,8 @@ Each check looks at one place a disposable's data can land and says whether
 it is covered, and by what, with the threat level (README, threat model):
 
 - ok       covered as the description asks;
+- failed   a unit that protects it failed, or is not there to run
+           (systemd says so): the protection cannot be trusted;
 - missing  the description asks for it, and it is not in place;
 - gap      not asked for, and data there outlives a reboot (information);
 - unknown  could not be checked (the detail says why, e.g. needs root, or a
@@ -11,7 +13,7 @@ it is covered, and by what, with the threat level (README, threat model):
 
 What a command could not show is never taken for an answer: a check whose
 command did not run to its end, or failed, is unknown, and any unknown fails
-the audit (exit 1), as a required check that is missing does.
+the audit (exit 1), as any failed unit and a required check that is missing do.
 
 The audit changes nothing: it runs read-only commands (dmsetup table
 without keys, findmnt, lsblk, blkid -p, systemctl is-*, the Qubes admin
@@ -39,18 +41,18 @@ from qubes_ephemeral.qubesd.feature import (
     loaded_by_running_qubesd,
 )
 from qubes_ephemeral.render import naming, private_cow
-from qubes_ephemeral.render.artifacts import DISPOSABLES_CLEANUP, Manifest
+from qubes_ephemeral.render.artifacts import DISPOSABLES_CLEANUP, UNIT_DIR, File, Manifest
 from qubes_ephemeral.render.manifest import PROTECT_UNIT
 from qubes_ephemeral.render.qubes_plan import DEFAULT_POOL_PREFS
 
-FORMAT = 1  # of the --json output
+FORMAT = 2  # of the --json output (2: the status "failed")
 
 
 @dataclass(frozen=True)
 class Finding:
     area: str
     item: str
-    status: str  # ok, missing, gap, unknown
+    status: str  # ok, failed, missing, gap, unknown
     level: int | None  # the threat level this place matters for
     detail: str
     required: bool  # asked for by the description: missing fails the audit (unknown always does)
@@ -59,9 +61,13 @@ class Finding:
         return asdict(self)
 
 
+STATUSES = ("ok", "failed", "missing", "gap", "unknown")
+
+
 def exit_code(findings: list[Finding]) -> int:
-    """1 when something asked for is missing, or anything could not be checked."""
-    return 1 if any(f.status == "unknown" or (f.required and f.status == "missing") for f in findings) else 0
+    """1 when a unit failed, something asked for is missing, or anything could not be checked."""
+    return 1 if any(f.status in ("failed", "unknown") or (f.required and f.status == "missing")
+                    for f in findings) else 0  # fmt: skip
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -152,7 +158,8 @@ class Audit:
     def run(self) -> list[Finding]:
         findings: list[Finding] = []
         sections = (("scratch", self.scratch), ("swap", self.swaps), ("qubes", self.qubes),
-                    ("patches", self.private_cow), ("traces", self.traces), ("drift", self.drift))  # fmt: skip
+                    ("patches", self.private_cow), ("traces", self.traces), ("units", self.units),
+                    ("drift", self.drift))  # fmt: skip
         for area, section in sections:
             try:
                 findings.extend(section())
@@ -241,6 +248,9 @@ class Audit:
             if not output.ran or not active:
                 yield Finding("scratch", item, "unknown", 1, f"{PROTECT_UNIT} is enabled; whether it ran: "
                               f"{_why(output, 'systemctl is-active')}", True)  # fmt: skip
+            elif active != "active":
+                status = "failed" if active == "failed" else "missing"
+                yield Finding("scratch", item, status, 1, f"{PROTECT_UNIT} is enabled and {active}", True)
             else:
                 yield Finding("scratch", item, "ok", 1, f"immutable while unmounted ({PROTECT_UNIT} {active})", True)
 
@@ -613,6 +623,36 @@ class Audit:
                            "/var/log/journal: reboot", True)  # fmt: skip
         return Finding("traces", item, "ok", 1, "in memory only (Storage=volatile)", True)
 
+    # --- the units that do the protecting ---
+
+    def units(self) -> Iterator[Finding]:
+        """Each unit the description's protections run as, as systemd sees it now. A unit
+        that failed, or that systemd cannot load, is "failed": whatever it was to set up
+        may look in place (a mapping opened by hand, a mount left from before) and still
+        not be what the next boot does."""
+        for unit, stays_active in protecting_units(self.manifest):
+            output = self.host.run(["systemctl", "show", "--property=LoadState,ActiveState,SubState,Result",
+                                    "--", unit])  # fmt: skip
+            if output.rc != 0:
+                yield Finding("units", unit, "unknown", 1, _why(output, "systemctl show"), True)
+                continue
+            state = parsers.unit_state(output.out)
+            load, active = state.get("LoadState", ""), state.get("ActiveState", "")
+            sub, result = state.get("SubState", ""), state.get("Result", "")
+            if not load or not active:
+                yield Finding("units", unit, "unknown", 1, "systemctl show printed no LoadState or ActiveState: "
+                              f"{_one_line(output.out, 60) or 'nothing'}", True)  # fmt: skip
+            elif load != "loaded":
+                yield Finding("units", unit, "failed", 1, f"systemd cannot run it: {load}", True)
+            elif active == "failed":
+                yield Finding("units", unit, "failed", 1, f"failed ({result or sub}): see journalctl -u {unit}", True)
+            elif active == "active" or (active == "inactive" and not stays_active):
+                yield Finding("units", unit, "ok", 1, f"{active} ({sub})", True)
+            elif active == "inactive":
+                yield Finding("units", unit, "missing", 1, "not started: reboot (or apply with activate: now)", True)
+            else:
+                yield Finding("units", unit, "unknown", 1, f"{active} ({sub}): ask again when it has settled", True)
+
     # --- the files we manage ---
 
     def drift(self) -> Iterator[Finding]:
@@ -633,6 +673,23 @@ class Audit:
         for change in changes:
             what = "absent" if change.before is None else "differs (qubes-ephemeral diff shows how)"
             yield Finding("drift", change.target, "missing", None, f"{what}: apply the formula", True)
+
+
+def protecting_units(manifest: Manifest) -> list[tuple[str, bool]]:
+    """(unit, whether it stays active once started) for every unit the manifest's
+    protections run as: the keying, mount and swap units systemd makes from our
+    crypttab and fstab lines, and our own units. A unit run only when triggered
+    (the VM kernels' patcher) is idle between runs; the rest stay active."""
+    units: dict[str, bool] = {}
+    for plan in manifest.activation.values():
+        for key in ("crypt_unit", "mount_unit", "swap_unit"):
+            if isinstance(plan.get(key), str):
+                units[str(plan[key])] = True
+    for artifact in manifest.artifacts:
+        folder, _, name = artifact.target.rpartition("/")
+        if isinstance(artifact, File) and folder == UNIT_DIR and name.endswith((".service", ".path")):
+            units[name] = name.endswith(".path") or "RemainAfterExit=yes" in artifact.content
+    return list(units.items())
 
 
 def audit(host: Host, description: Description, manifest: Manifest) -> list[Finding]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from qubes_ephemeral.dom0.audit import FORMAT, Finding, exit_code
+from qubes_ephemeral.dom0.audit import FORMAT, STATUSES, Finding, exit_code
 
-COLOURS = {"ok": "32", "missing": "31", "gap": "33", "unknown": "35"}  # green, red, yellow, magenta
+COLOURS = {"ok": "32", "failed": "31;1", "missing": "31", "gap": "33", "unknown": "35"}  # green, bold red, red...
 
 
 def _printable(text: str) -> str:
@@ -31,12 +31,10 @@ def table(findings: list[Finding], colour: bool) -> str:
 
 
 def summary(findings: list[Finding]) -> str:
-    counts = {status: sum(1 for f in findings if f.status == status) for status in ("ok", "missing", "gap", "unknown")}
+    counts = {status: sum(1 for f in findings if f.status == status) for status in STATUSES}
     verdict = "everything the description asks for is in place" if exit_code(findings) == 0 else (
         "NOT everything the description asks for is in place (or could be checked)")  # fmt: skip
-    return (
-        f"{verdict}: {counts['ok']} ok, {counts['missing']} missing, {counts['gap']} gaps, {counts['unknown']} unknown"
-    )
+    return f"{verdict}: {counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing, {counts['gap']} gaps, {counts['unknown']} unknown"
 
 
 def as_json(findings: list[Finding], description: str) -> str:
@@ -45,7 +43,7 @@ def as_json(findings: list[Finding], description: str) -> str:
             "format": FORMAT,
             "description": description,
             "complete": exit_code(findings) == 0,
-            "counts": {s: sum(1 for f in findings if f.status == s) for s in ("ok", "missing", "gap", "unknown")},
+            "counts": {s: sum(1 for f in findings if f.status == s) for s in STATUSES},
             "findings": [f.as_dict() for f in findings],
         },
         indent=2,

@@ -96,6 +96,11 @@ def key_values(text: str) -> dict[str, str]:
     return values
 
 
+def unit_state(text: str) -> dict[str, str]:
+    """``systemctl show --property=...``: one ``Key=Value`` per line."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 def prefs_listing(text: str) -> dict[str, str | None]:
     """``qubes-prefs`` (or ``qvm-prefs VM``) with no property: ``KEY FLAG VALUE``
     per line, where the flag "D" marks a value left at its default: None."""

@@ -175,7 +175,9 @@ class RecordingHost(Host):
 
 class RecordedHost(Host):
     """Plays back a recording: what was not recorded is absent (a file) or
-    not found (a command), as on a machine that does not have it."""
+    not found (a command), as on a machine that does not have it. ``misses``
+    lists what was asked and not recorded: a recording made by an older audit
+    than the one replaying it (tests: it must be made again)."""
 
     def __init__(self, record: dict[str, dict[str, object]]) -> None:
         super().__init__()
@@ -183,43 +185,51 @@ class RecordedHost(Host):
             raise ValueError("a recording is an object of objects (run, read, listdir...)")
         kinds = ("run", "read", "listdir", "mtime", "readlink", "is_dir", "exists", "initramfs", "boot_time")
         self.record = {**{kind: {} for kind in kinds}, **record}
+        self.misses: list[str] = []
 
     @classmethod
     def load(cls, path: Path) -> RecordedHost:
         return cls(json.loads(path.read_text()))
 
+    def _recorded(self, kind: str, key: str) -> object:
+        if key not in self.record[kind]:
+            self.misses.append(f"{kind} {key}")
+            return None
+        return self.record[kind][key]
+
     def run(self, argv: Sequence[str]) -> Output:
-        found = self.record["run"].get(json.dumps(list(argv)))
+        found = self._recorded("run", json.dumps(list(argv)))
         if not isinstance(found, list):
             return Output(NOT_FOUND, "", f"{argv[0]}: command not found")
         return Output(int(found[0]), str(found[1]), str(found[2]))
 
     def read(self, path: str) -> str | None:
-        text = self.record["read"].get(path)
+        text = self._recorded("read", path)
         if text == "<denied>":
             raise PermissionError(path)
         return None if text is None else str(text)
 
     def listdir(self, path: str) -> list[str]:
-        names = self.record["listdir"].get(path, [])
+        names = self._recorded("listdir", path)
         return [str(name) for name in names] if isinstance(names, list) else []
 
     def mtime(self, path: str) -> float | None:
-        value = self.record["mtime"].get(path)
+        value = self._recorded("mtime", path)
         return None if value is None else float(value)  # type: ignore[arg-type]
 
     def readlink(self, path: str) -> str | None:
-        value = self.record.get("readlink", {}).get(path)
+        value = self._recorded("readlink", path)
         return None if value is None else str(value)
 
     def is_dir(self, path: str) -> bool:
-        return bool(self.record.get("is_dir", {}).get(path, False))
+        return bool(self._recorded("is_dir", path))
 
     def exists(self, path: str) -> bool:
-        return bool(self.record.get("exists", {}).get(path, False))
+        return bool(self._recorded("exists", path))
 
     def initramfs_status(self, path: str) -> str:
-        return str(self.record.get("initramfs", {}).get(path, "missing"))
+        value = self._recorded("initramfs", path)
+        return "missing" if value is None else str(value)
 
     def boot_time(self) -> float:
-        return float(self.record.get("boot_time", {}).get("", 0.0))  # type: ignore[arg-type]
+        return float(self.record["boot_time"].get("", 0.0))  # type: ignore[arg-type]
