@@ -8,6 +8,7 @@ runs once per pytest session.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -17,11 +18,13 @@ from pathlib import Path
 import pytest
 from initramfs_fixtures import QUBES_LIKE_INIT, make_initramfs
 from qubes_ephemeral.payload import vm_initramfs
-from vmharness import ROOT, VM, Boot, package_tarball
+from vmharness import ROOT, SUITE, VM, Boot, find_in_file, package_tarball
 
 JOBS = Path(__file__).parent / "jobs"
 GUEST = Path(__file__).parent / "guest"
-STEPS = [
+# Debian bookworm (systemd 252) runs every boot; trixie (systemd 257) the boot and reboot canaries, so
+# that R4.2's systemd 251 and R4.3's 256 are bracketed (QE_VM_SUITE, docs/testing.md).
+ALL_STEPS = [
     "1-provision-apply",
     "2-after-apply",
     "3-after-reboot",
@@ -30,6 +33,7 @@ STEPS = [
     "6-missing-volume",
     "7-vm-initramfs",
 ]
+STEPS = ALL_STEPS if SUITE == "bookworm" else ALL_STEPS[:3]
 # The pillar of boot 1: pillar.example, with the journal in memory only.
 PILLAR = (ROOT / "pillar.example").read_text().replace("journald: unchanged", "journald: volatile")
 # Boot 2 applies the Qubes side in full: a pool on the scratch filesystem as
@@ -62,12 +66,39 @@ def appended_initrd(initrd: Path) -> bytes:
     return vm_initramfs.append_archive(data, [vm_initramfs.Entry("init", init.mode, "\n".join(lines).encode())])
 
 
+class Boots(dict[str, Boot]):
+    """The boots of this run: a test about a boot this suite does not run is skipped."""
+
+    def __missing__(self, step: str) -> Boot:
+        pytest.skip(f"boot {step} is not part of the {SUITE} run")
+
+
 @dataclass
 class Scenario:
     vm: VM
     markers: list[str]
     kernel_digests: dict[str, str]  # path in the guest -> SHA-256 of the VM kernels' original initramfs
-    boots: dict[str, Boot] = field(default_factory=dict)
+    boots: Boots = field(default_factory=lambda: Boots())
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)  # phase -> {mapping: key as hex}, all boots
+    # After each boot, from the host: the raw disk images searched for every key so far and each phase's decoy.
+    raw_scans: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
+
+
+def raw_scan(vm: VM, keys: dict[str, dict[str, str]], decoys: dict[str, str]) -> dict[str, dict[str, bool]]:
+    """{label: {image: found}} for every key (as lower/upper-case hex and raw bytes) and every
+    decoy (as the guest planted it: hex in one file, raw bytes in another) in the raw images."""
+    needles: dict[str, bytes] = {}
+    for phase, found in keys.items():
+        for name, key in found.items():
+            for form, needle in (("hex", key.lower().encode()), ("HEX", key.upper().encode()),
+                                 ("raw", bytes.fromhex(key))):  # fmt: skip
+                needles[f"key {phase}/{name} {form}"] = needle
+    for phase, decoy in decoys.items():
+        needles[f"decoy {phase} hex"] = decoy.encode()
+        needles[f"decoy {phase} raw"] = bytes.fromhex(decoy)
+    return {label: {image.name: label in hits for image, hits in
+                    ((image, find_in_file(image, needles)) for image in (vm.root, vm.data))}
+            for label in needles}  # fmt: skip
 
 
 def _missing() -> str | None:
@@ -87,7 +118,7 @@ def scenario() -> Scenario:
             pytest.fail(why)
         pytest.skip(why)
     # A fixed folder (not pytest's rotating temp dirs), kept after the run for inspection.
-    work = ROOT / "build" / "vm"
+    work = ROOT / "build" / ("vm" if SUITE == "bookworm" else f"vm-{SUITE}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     vm = VM(work)
@@ -125,4 +156,9 @@ def scenario() -> Scenario:
         # Each boot's out/ is replaced by the next one: keep it.
         shutil.copytree(boot.out, vm.work / f"out-{step}")
         boot.out = vm.work / f"out-{step}"
+        reports = [json.loads(path.read_text()) for path in sorted(boot.out.glob("keyscan-*.json"))]
+        result.keys.update({report["phase"]: report["keys"] for report in reports})
+        files["known-keys.json"] = json.dumps(result.keys)
+        decoys = {report["phase"]: report["decoy"] for report in reports}
+        result.raw_scans[step] = raw_scan(vm, result.keys, decoys)
     return result

@@ -28,6 +28,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SALT_VERSION = "3007.16"
 CACHE = Path(os.environ.get("QE_VM_CACHE", "/var/cache/qubes-ephemeral-vm"))
+# The guest's Debian release and its Python, which Salt's wheels are built for.
+SUITE = os.environ.get("QE_VM_SUITE", "bookworm")
+PYTHONS = {"bookworm": "3.11", "trixie": "3.13"}
 BOOT_TIMEOUT = 900  # a harness safety net against a hung VM, not a test
 
 
@@ -42,30 +45,44 @@ def kernel() -> tuple[str, Path, Path]:
 
 
 def _recipe_hash(kernel_version: str) -> str:
-    digest = hashlib.sha256(f"{kernel_version} salt=={SALT_VERSION}".encode())
+    digest = hashlib.sha256(f"{kernel_version} salt=={SALT_VERSION} {SUITE}".encode())
     for path in sorted((HERE / "recipe").iterdir()):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
+def host_python(version: str) -> str:
+    """A Python VERSION on the host (to build the guest's wheels): this one, one in PATH, or pyenv's."""
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        return sys.executable
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for candidate in (shutil.which(f"python{version}"), *sorted(glob.glob(f"{pyenv}/{version}*/bin/python{version}"))):
+        if candidate and subprocess.run([candidate, "-c", ""], capture_output=True, check=False).returncode == 0:
+            return candidate
+    raise RuntimeError(f"the {SUITE} guest's Salt wheels need Python {version} on the host")
+
+
 def image() -> Path:
     """The cached root image, built when the recipe changed."""
     version, _, _ = kernel()
-    path = CACHE / f"root-{_recipe_hash(version)}.img"
+    if SUITE not in PYTHONS:
+        raise RuntimeError(f"QE_VM_SUITE={SUITE}: bookworm or trixie")
+    python_version = PYTHONS[SUITE]
+    path = CACHE / f"root-{SUITE}-{_recipe_hash(version)}.img"
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = CACHE / f"wheels-salt-{SALT_VERSION}"
+    wheels = CACHE / f"wheels-salt-{SALT_VERSION}-py{python_version}"
     if not wheels.exists():
         staging = CACHE / f"{wheels.name}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        # The guest's Python is Debian bookworm's 3.11: build the wheels with a 3.11.
-        python = sys.executable if sys.version_info[:2] == (3, 11) else "python3.11"
+        # Built with the guest's Python version (bookworm 3.11, trixie 3.13).
+        python = host_python(python_version)
         subprocess.run([python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "-w", str(staging),
                         f"salt=={SALT_VERSION}"], check=True)  # fmt: skip
         staging.rename(wheels)
-    subprocess.run([str(HERE / "recipe" / "build-image"), str(path), version, str(wheels)], check=True)
-    for old in CACHE.glob("root-*.img"):
+    subprocess.run([str(HERE / "recipe" / "build-image"), str(path), version, str(wheels), SUITE], check=True)
+    for old in CACHE.glob(f"root-{SUITE}-*.img"):
         if old != path:
             old.unlink()
     return path
@@ -76,6 +93,20 @@ def package_tarball(work: Path) -> bytes:
     dist = work / "dist"
     subprocess.run([str(ROOT / "packaging" / "build"), str(dist)], check=True, capture_output=True)
     return next(dist.glob("qubes-ephemeral-*.tar.gz")).read_bytes()
+
+
+def find_in_file(path: Path, needles: dict[str, bytes], chunk: int = 16 * 1024 * 1024) -> set[str]:
+    """The labels of the needles found anywhere in the file (a raw disk image), read in
+    chunks with an overlap so that none is missed at a boundary."""
+    found: set[str] = set()
+    overlap = max(len(needle) for needle in needles.values()) - 1
+    tail = b""
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            data = tail + block
+            found.update(label for label, needle in needles.items() if label not in found and needle in data)
+            tail = data[-overlap:]
+    return found
 
 
 @dataclass

@@ -79,6 +79,10 @@ rm -f "$W/xvdc.img" && truncate -s 1G "$W/xvdc.img"
 setup
 mkdir -p "$OUT/plain"
 rc=0
-QE_PRIVATE=$B OUT="$OUT/plain" unshare -m sh -c "PATH=$W/bin /bin/sh $W/init 2>\"\$OUT/cow-init-stderr\"" || rc=$?
+# The anti-test of case 1: the same canary, written to /rw here, is found on the private image.
+QE_PRIVATE=$B OUT="$OUT/plain" unshare -m sh -c "PATH=$W/bin /bin/sh $W/init 2>\"\$OUT/cow-init-stderr\" && \
+    echo $C8 >/sysroot/rw/home/user/new.txt && sync" || rc=$?
 echo "$rc" >"$OUT/plain-rc"
 teardown
+sync
+python3 guest/scan.py markers "$W/xvdb.img" "$W/xvdc.img" >"$OUT/plain/cow-scan.json"

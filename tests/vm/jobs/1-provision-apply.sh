@@ -48,7 +48,7 @@ for unit in qubesd:/var/log/qubes libvirtd:/var/log/libvirt/libxl xenconsoled:/v
         service="Type=simple
 ExecStartPre=$record
 ExecStart=/usr/bin/python3 -c 'import time; from importlib.metadata import entry_points; [e.load()() for e in entry_points(group=\"qubes.ext\")]; time.sleep(10**6)' /usr/bin/qubesd
-Environment=PYTHONPATH=/opt/qubesd-standin:/usr/lib/python3.11/site-packages"
+Environment=PYTHONPATH=/opt/qubesd-standin:$SITE"
     else
         service="Type=oneshot
 RemainAfterExit=yes
@@ -94,3 +94,4 @@ salt_apply ephemeral apply-3-test.json test=True
 facts before-reboot
 qvm-volume info default-dvm:root rw >"$OUT/qubes-root-rw"
 qvm-features default-dvm >"$OUT/qubes-features"
+keyscan 1-apply

@@ -5,17 +5,16 @@ facts booted
 systemctl status --no-pager qubes-ephemeral-format.service 'var-lib-qubes\x2dephemeral.mount' \
     systemd-cryptsetup@ephemeral.service >"$OUT/units-status" 2>&1 || true
 journalctl -b --no-pager >"$OUT/journal" 2>&1 || true
-decoy=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-echo "$decoy" >/var/tmp/decoy
-python3 guest/keyscan.py "$decoy" ephemeral ephemeral-swap >"$OUT/keyscan.json"
+keyscan 2-boot
 
 # The audit: after the apply and a reboot, everything the description asks for is in place.
 audit audit-after-reboot
 # As an ordinary user: what it cannot read, it says so.
 rc=0
-su nobody -s /bin/sh -c "PYTHONPATH=/usr/lib/python3.11/site-packages qubes-ephemeral audit /srv/pillar/ephemeral.sls" \
+su nobody -s /bin/sh -c "PYTHONPATH=$SITE qubes-ephemeral audit /srv/pillar/ephemeral.sls" \
     >"$OUT/audit-as-user.txt" 2>&1 || rc=$?
 echo "$rc" >"$OUT/audit-as-user.rc"
+keyscan 2-audit
 
 # dom0's logs about qubes: on the scratch filesystem; the journal in memory only.
 writers writers-booted
@@ -31,6 +30,7 @@ mkdir -p /var/lib/qubes/vm-kernels
 cp -r kernels/6.6.1 /var/lib/qubes/vm-kernels/
 salt_apply ephemeral apply-full-1.json
 salt_apply ephemeral apply-full-2.json
+keyscan 2-apply-full
 ls -A /var/lib/qubes-ephemeral/pools/ephemeral >"$OUT/pool-entries"
 qvm-pool info ephemeral >"$OUT/pool-info" 2>&1 || true
 qubes-prefs default_pool_volatile >"$OUT/default-pool-volatile"

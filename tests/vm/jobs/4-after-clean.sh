@@ -13,6 +13,7 @@ audit audit-swap-gap no-swap-pillar.sls
 cp swap-only-pillar.sls /srv/pillar/ephemeral.sls
 salt_apply ephemeral swap-only-apply.json
 facts swap-only
+keyscan 4-swap-only
 cp /etc/crypttab "$OUT/crypttab.swap-only"
 salt_apply ephemeral.clean swap-only-clean.json
 facts swap-only-cleaned
@@ -26,6 +27,7 @@ cp pillar/ephemeral.sls /srv/pillar/ephemeral.sls  # the pillar of boot 1 (boot 
 sed -i 's/^  activate: boot/  activate: now/' /srv/pillar/ephemeral.sls
 salt_apply ephemeral activate-now.json
 facts activated
+keyscan 4-activate-now
 # Prepare the next boot: the scratch volume now holds someone's filesystem.
 systemctl stop 'var-lib-qubes\x2dephemeral.mount' systemd-cryptsetup@ephemeral.service
 mkfs.ext4 -q -F /dev/qubes_dom0/ephemeral

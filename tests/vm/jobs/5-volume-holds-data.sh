@@ -3,6 +3,9 @@
 # and the data survives. Then the volume goes missing for the next boot.
 . ./common.sh
 facts data-volume
+keyscan 5-guard-refused
+# The audit tells it: the keying unit failed (the guard refused), so nothing it protects is trusted.
+audit audit-guard-refused
 writers writers-data-volume
 blkid -p -o value -s TYPE /dev/qubes_dom0/ephemeral >"$OUT/data-type" || true
 mkdir -p /mnt/check
@@ -25,6 +28,18 @@ for device in /dev/qubes_dom0/root /dev/qubes_dom0/pool00 /dev/qubes_dom0/vm-wor
     message=$(/usr/local/libexec/qubes-ephemeral/refuse-data-scratch "$device" data 2>&1) || rc=$?
     printf '%s\t%s\t%s\n' "$device" "$rc" "$message" >>"$OUT/guard-cases"
 done
+# A device holding an LVM physical volume: dom0's own (its volume group is active), and one
+# that is not in use: at boot, without wipe_existing, its label alone refuses it.
+lvcreate -q -y -L 8M -n pv-holder qubes_dom0
+pvcreate -q -y --config 'devices { scan_lvs = 1 }' /dev/qubes_dom0/pv-holder >"$OUT/pvcreate" 2>&1 || true
+pv=$(pvs --noheadings -o pv_name --select vg_name=qubes_dom0 | tr -d ' ' | head -n 1)
+for case in "$pv data" "$pv" "/dev/qubes_dom0/pv-holder"; do
+    rc=0
+    # shellcheck disable=SC2086 # the device and, for the first case, the allowed "data"
+    message=$(/usr/local/libexec/qubes-ephemeral/refuse-data-scratch $case 2>&1) || rc=$?
+    printf '%s\t%s\t%s\n' "$case" "$rc" "$message" >>"$OUT/guard-pv-cases"
+done
+lvremove -q -y qubes_dom0/pv-holder || true
 dmsetup remove qe-on-qube || true
 losetup -d "$loop" || true
 lvremove -q -y qubes_dom0/root-snap qubes_dom0/vm-work-private qubes_dom0/pool00 qubes_dom0/looped \

@@ -16,6 +16,8 @@ export OUT
 
 # Qubes cannot run here: its admin commands are emulated (tests/qubes_emulation).
 export QUBES_EMULATION_STATE=/var/lib/qubes-emulation/state.json
+# Where the package puts the generator for the guest's Python (bookworm 3.11, trixie 3.13).
+SITE=/usr/lib/python$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages
 
 salt_apply() {  # salt_apply STATE OUTFILE [salt args]
     state=$1 out=$2
@@ -25,12 +27,16 @@ salt_apply() {  # salt_apply STATE OUTFILE [salt args]
 }
 
 audit() {  # audit NAME [PILLAR]: qubes-ephemeral audit, as the package installed it, recorded for the unit tests
-    PYTHONPATH=/usr/lib/python3.11/site-packages qubes-ephemeral audit "${2:-/srv/pillar/ephemeral.sls}" \
+    PYTHONPATH=$SITE qubes-ephemeral audit "${2:-/srv/pillar/ephemeral.sls}" \
         --record "$OUT/$1.recording.json" >"$OUT/$1.txt" 2>"$OUT/$1.stderr" && echo 0 >"$OUT/$1.rc" || echo $? >"$OUT/$1.rc"
 }
 
 writers() {  # writers NAME: what the dummy log writers saw when they started (see 1-provision-apply.sh)
     cat /run/qe-writer-* >"$OUT/$1" 2>/dev/null || true
+}
+
+keyscan() {  # keyscan PHASE: every key of our mappings so far, searched for in the guest's files and journal
+    python3 guest/keyscan.py "$1" known-keys.json ephemeral ephemeral-swap >"$OUT/keyscan-$1.json"
 }
 
 facts() {  # facts NAME: the system's state into out/NAME.json
