@@ -19,7 +19,8 @@ def run(*command: str) -> None:
 
 
 # The Python of the project: the generator, the formula's Salt modules, the tests and tools.
-PYTHON = ("generator", "ephemeral-formula/_modules", "ephemeral-formula/_states", "tests", "bench", "packaging")
+PYTHON = ("generator", "ephemeral-formula/_modules", "ephemeral-formula/_states", "tests", "bench", "packaging",
+          "scripts/mutate.py")  # fmt: skip
 
 
 def test_ruff_check() -> None:
@@ -69,7 +70,8 @@ def test_shellcheck(tmp_path: Path) -> None:
             path.write_text(artifact.content)
             scripts.append(str(path))
     assert scripts, "the guard script is rendered"
-    scripts += [str(p) for p in (ROOT / "scripts").iterdir() if p.is_file()] + [str(ROOT / ".ci/run")]
+    scripts += [str(p) for p in (ROOT / "scripts").iterdir() if p.is_file() and p.suffix != ".py"]
+    scripts += [str(ROOT / ".ci/run")]
     scripts += [str(ROOT / "packaging" / name) for name in ("build", "install.sh")]
     scripts += [str(p) for p in (ROOT / "tests/vm/jobs").glob("*.sh")]
     scripts += [str(p) for p in (ROOT / "tests/vm/guest").glob("*.sh")]
