@@ -124,6 +124,24 @@ def test_a_disk_whose_partitions_the_kernel_sees_is_refused_whatever_is_allowed(
         assert result.returncode == 1 and "something is built on it" in result.stderr, result.stderr
 
 
+def test_a_device_something_is_built_on_is_refused_whatever_is_allowed(guard: Path, tmp_path: Path, attach) -> None:
+    """A holder (an LVM volume, an encrypted mapping, an array built on the device), as the kernel
+    lists it in /sys. device-mapper cannot run here: a private mount namespace shows one in the
+    device's holders folder, and only there (the VM suite has real ones)."""
+    require("unshare")
+    device = attach(image(tmp_path, "held"))
+    number = f"{os.major(device.stat().st_rdev)}:{os.minor(device.stat().st_rdev)}"
+    holders = f"/sys/dev/block/{number}/holders"
+    for allowed in ("", "data", "swap,data"):
+        with_holder = f"mount -t tmpfs tmpfs {holders} && mkdir {holders}/dm-99 && exec {guard} {device} {allowed}"
+        result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", with_holder],
+                                capture_output=True, text=True, check=False)  # fmt: skip
+        assert result.returncode == 1 and "something is built on it" in result.stderr, result.stderr
+        assert "holders/dm-99" in result.stderr
+    # The anti-test: the same device, with no holder, passes.
+    assert run(guard, device, "data").returncode == 0
+
+
 def test_swap_takeover_accepts_only_swap(guard: Path, tmp_path: Path, attach) -> None:
     assert run(guard, attach(image(tmp_path, "swap", "mkswap")), "swap").returncode == 0
     assert run(guard, attach(image(tmp_path, "ext4", "mkfs.ext4", "-q", "-F")), "swap").returncode == 1
