@@ -143,7 +143,8 @@ def test_a_protecting_unit_that_failed_is_failed_with_exit_1(tmp_path: Path) -> 
     ("show", "status"),
     [
         ("LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\n", "failed"),
-        ("LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\n", "failed"),
+        ("LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\n", "missing"),
+        ("LoadState=bad-setting\nActiveState=inactive\nSubState=dead\nResult=success\n", "failed"),
         ("LoadState=masked\nActiveState=inactive\nSubState=dead\nResult=success\n", "failed"),
         ("LoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\n", "missing"),
         ("LoadState=loaded\nActiveState=activating\nSubState=start\nResult=success\n", "unknown"),

@@ -4,8 +4,8 @@ Each check looks at one place a disposable's data can land and says whether
 it is covered, and by what, with the threat level (README, threat model):
 
 - ok       covered as the description asks;
-- failed   a unit that protects it failed, or is not there to run
-           (systemd says so): the protection cannot be trusted;
+- failed   a unit that protects it failed, or systemd cannot load it
+           (masked, a bad setting): the protection cannot be trusted;
 - missing  the description asks for it, and it is not in place;
 - gap      not asked for, and data there outlives a reboot (information);
 - unknown  could not be checked (the detail says why, e.g. needs root, or a
@@ -642,6 +642,8 @@ class Audit:
             if not load or not active:
                 yield Finding("units", unit, "unknown", 1, "systemctl show printed no LoadState or ActiveState: "
                               f"{_one_line(output.out, 60) or 'nothing'}", True)  # fmt: skip
+            elif load == "not-found":
+                yield Finding("units", unit, "missing", 1, "not installed: apply the formula", True)
             elif load != "loaded":
                 yield Finding("units", unit, "failed", 1, f"systemd cannot run it: {load}", True)
             elif active == "failed":

@@ -21,6 +21,7 @@ disk images covers every block the guest wrote, there included.
 import glob
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -33,7 +34,11 @@ CHUNK = 4 * 1024 * 1024
 def key_of(name):
     table = subprocess.run(["dmsetup", "table", "--showkeys", name], capture_output=True, text=True, check=False)
     fields = table.stdout.split()
-    return fields[4] if table.returncode == 0 and len(fields) > 4 and fields[2] == "crypt" else None
+    if table.returncode != 0 or len(fields) < 5 or fields[2] != "crypt":
+        return None  # not open now
+    if not re.fullmatch(r"[0-9a-f]+", fields[4]):  # a keyring reference: the search would be blind
+        sys.exit(f"keyscan: {name}'s key is not in its table as hex ({fields[4][:12]}...): cannot search for it")
+    return fields[4]
 
 
 def needles(hex_key):
