@@ -311,6 +311,17 @@ def test_activate_now_needs_no_reboot(scenario) -> None:
     facts = boot.json("activated.json")
     assert facts["mount"]["source"] == "/dev/mapper/ephemeral"
     assert [s["device"] for s in facts["swaps"]] == ["ephemeral-swap"]
+    # The audit agrees: the bare mount point's protection ran too, not only the mount.
+    rows = audit_lines(boot.out, "audit-activated")
+    text = (boot.out / "audit-activated.txt").read_text()
+    devices = [row for row in rows if row[0] in ("scratch", "swap")]
+    assert devices and all(row[1] in ("ok", "gap") for row in devices), text
+    assert any(row[1] == "ok" and "protected" in " ".join(row) for row in devices), text
+    # Our units, and those systemd makes from our lines; the qubes and traces sections' own
+    # units take effect at the next boot.
+    units = [row for row in rows if row[0] == "units" and not row[3].startswith(("qubes-ephemeral-traces",
+                                                                                  "qubes-ephemeral-layout"))]
+    assert len(units) >= 5 and all(row[1] == "ok" for row in units), text
 
 
 def test_a_swap_only_description_applies_now_and_cleans_alone(scenario) -> None:

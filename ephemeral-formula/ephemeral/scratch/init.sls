@@ -30,8 +30,10 @@ ephemeral-scratch-activate-check:
 
 ephemeral-scratch-activate-mount:
   cmd.run:
-    # Pulls in systemd-cryptsetup@ (open) and the format unit (mkfs).
-    - name: {{ tools.systemctl }} start {{ scratch.mount_unit | quote }}
+    # The mount pulls in systemd-cryptsetup@ (open) and the format unit (mkfs).
+    # The protection first (it is ordered before the mount): the bare mount
+    # point is immutable, as after a boot, and the audit finds its unit active.
+    - name: {{ tools.systemctl }} start {{ scratch.protect_unit | quote }} {{ scratch.mount_unit | quote }}
     - unless: mountpoint -q {{ scratch.mountpoint | quote }}
     - require:
       - cmd: ephemeral-scratch-activate-check

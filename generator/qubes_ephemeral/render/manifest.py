@@ -161,6 +161,7 @@ def _scratch_activation(scratch: Scratch, description: Description) -> dict[str,
         "guard_allows": _guard_allow(scratch) or None,
         "crypt_unit": naming.cryptsetup_unit(scratch.name),
         "mapping": naming.mapping(scratch.name),
+        "protect_unit": PROTECT_UNIT,
         "mount_unit": naming.mount_unit(scratch.mountpoint),
         "mountpoint": scratch.mountpoint,
     }

@@ -28,6 +28,8 @@ sed -i 's/^  activate: boot/  activate: now/' /srv/pillar/ephemeral.sls
 salt_apply ephemeral activate-now.json
 facts activated
 keyscan 4-activate-now
+# Protected at once, as after a boot: the audit finds every scratch and swap unit active.
+audit audit-activated
 # Prepare the next boot: the scratch volume now holds someone's filesystem.
 systemctl stop 'var-lib-qubes\x2dephemeral.mount' systemd-cryptsetup@ephemeral.service
 mkfs.ext4 -q -F /dev/qubes_dom0/ephemeral
