@@ -319,8 +319,11 @@ def test_activate_now_needs_no_reboot(scenario) -> None:
     assert any(row[1] == "ok" and "protected" in " ".join(row) for row in devices), text
     # Our units, and those systemd makes from our lines; the qubes and traces sections' own
     # units take effect at the next boot.
-    units = [row for row in rows if row[0] == "units" and not row[3].startswith(("qubes-ephemeral-traces",
-                                                                                  "qubes-ephemeral-layout"))]
+    units = [
+        row
+        for row in rows
+        if row[0] == "units" and not row[3].startswith(("qubes-ephemeral-traces", "qubes-ephemeral-layout"))
+    ]
     assert len(units) >= 5 and all(row[1] == "ok" for row in units), text
 
 
