@@ -162,7 +162,7 @@ def test_benchmark_writes_between_the_markers_of_its_page(tmp_path: Path) -> Non
     assert chart and (DOCS / chart[0]).resolve() == ROOT / "bench" / "results" / "latest.png"
 
 
-@pytest.mark.parametrize(("page", "at_least"), [("dom0-guide.md", 20), ("design.md", 35)])
+@pytest.mark.parametrize(("page", "at_least"), [("dom0-guide.md", 20), ("design.md", 35), ("dom0-traces.md", 5)])
 def test_every_test_the_docs_name_exists(page: str, at_least: int) -> None:
     """Each guarantee (dom0 guide) and safety rule (design) names the test that
     proves it: a renamed or removed test breaks this."""
@@ -184,3 +184,15 @@ def test_every_case_the_safety_rules_name_exists() -> None:
         for named in re.findall(r"`([^`]+)`", cases):
             prefix = named.removesuffix("*")
             assert any(i == named or (named.endswith("*") and i.startswith(prefix)) for i in ids), named
+
+
+def test_the_inventory_reports_exactly_the_audits_remnants() -> None:
+    """docs/dom0-traces.md: each "reported" place names a kind the audit finds and clears, and
+    every kind the audit has is in the inventory."""
+    from qubes_ephemeral.dom0 import remnants
+
+    text = (ROOT / "docs/dom0-traces.md").read_text()
+    named = set(re.findall(r"reported(?:, [^:|]+)?: `([a-z-]+)`", text))
+    assert named == set(remnants.BY_ID)
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/dom0-traces.md" in readme and "--clear" in readme

@@ -15,7 +15,8 @@ from qubes_ephemeral.description import reference, schema
 from qubes_ephemeral.description.model import Description
 from qubes_ephemeral.description.problems import DescriptionError, Problem
 from qubes_ephemeral.description.source import MAX_BYTES
-from qubes_ephemeral.dom0 import audit, audit_report, diff, probe
+from qubes_ephemeral.dom0 import audit, audit_report, diff, probe, remnants
+from qubes_ephemeral.dom0.audit_report import printable
 from qubes_ephemeral.render.artifacts import APPLIED_RECORD, QUBES_RECORD, Block, Manifest
 from qubes_ephemeral.render.emit import EmitError, emit
 from qubes_ephemeral.render.manifest import render
@@ -98,7 +99,36 @@ def cmd_diff(args: argparse.Namespace, description: Description) -> int:
     return EXIT_CHANGES if pending else EXIT_OK
 
 
+def clear_remnants(kinds: list[str]) -> bool:
+    """Clear the remnants of these kinds that are on this system (the audit's "remnants"
+    area), each file said on standard error. False when one could not be cleared."""
+    unknown = sorted(set(kinds) - {"all", *remnants.BY_ID})
+    if unknown:
+        raise UsageError(
+            f"--clear {', '.join(unknown)}: not a kind of remnant; one of: all, {', '.join(remnants.BY_ID)}"
+        )
+    done = True
+    for kind in remnants.BY_ID if "all" in kinds else dict.fromkeys(kinds):
+        try:
+            found = remnants.find(probe.Host(), remnants.BY_ID[kind])
+        except (OSError, ValueError) as error:
+            print(f"clear {kind}: NOT searched: {printable(remnants.why_not(error))}", file=sys.stderr)
+            done = False
+            continue
+        for each in found:
+            try:
+                result = remnants.clear(each)
+            except (remnants.Refused, OSError, ValueError) as error:
+                result = f"NOT cleared: {remnants.why_not(error)}"
+                done = False
+            print(f"clear {kind}: {printable(each.path)}: {printable(result)}", file=sys.stderr)
+    return done
+
+
 def cmd_audit(args: argparse.Namespace, description: Description) -> int:
+    if args.clear and (args.replay or args.record):
+        raise UsageError("--clear changes this system: not with a recording")
+    cleared = clear_remnants(args.clear) if args.clear else True
     if args.replay:
         try:
             host: probe.Host = probe.RecordedHost.load(Path(args.replay))
@@ -118,7 +148,7 @@ def cmd_audit(args: argparse.Namespace, description: Description) -> int:
         print(audit_report.as_json(findings, args.file))
     else:
         sys.stdout.write(audit_report.table(findings, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
-    return audit.exit_code(findings)
+    return audit.exit_code(findings) or (0 if cleared else 1)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -175,14 +205,22 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="machine-readable result on standard output")
     sub = commands.add_parser(
         "audit",
-        help="show where a disposable's data can still persist on this system (read only)",
+        help="show where a disposable's data can still persist on this system (read only, unless --clear)",
         description="Check this live system against a description: what is covered, what is missing, what "
         "persists. Exit status: 0 everything the description asks for is in place, 1 something is missing "
-        "or could not be checked, 2 invalid description.",
+        "or could not be checked or cleared, 2 invalid description.",
     )
     sub.add_argument("file", metavar="FILE", nargs="?", default=DEFAULT_PILLAR,
                      help=f"the description (default: {DEFAULT_PILLAR}); - reads standard input")  # fmt: skip
     sub.add_argument("--json", action="store_true", help="machine-readable result (stable schema, format 2)")
+    sub.add_argument(
+        "--clear",
+        action="append",
+        metavar="KIND",
+        default=[],
+        help="before the audit, clear what dom0 keeps of its disposables of this kind (the remnants "
+        f"area; repeat it, or all): {', '.join(remnants.BY_ID)}. The only change the audit makes",
+    )
     sub.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)  # tests: save what was read
     sub.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)  # tests: read a recording instead
     sub = commands.add_parser("schema", help="list every key with its type, default and meaning")

@@ -433,6 +433,39 @@ def test_audit_after_apply_and_reboot_reports_full_coverage(scenario) -> None:
     assert "0000000000" not in text, "no key material, not even dmsetup's zeros"
 
 
+REMNANTS_PLANTED = {
+    "/root/.bash_history",
+    "/home/user/.cache/xfce4/notifyd/log",
+    "/home/user/.cache/sessions/xfwm4-2a7f.state",
+    "/var/lib/systemd/coredump/core.qubes-guid.0.1.2.3",
+    "/var/log/libvirt/libxl/disp4242.log",
+}
+
+
+def test_the_audit_names_dom0s_remnants_and_clears_them_alone(scenario) -> None:
+    out = scenario.boots["2-after-apply"].out
+    before = audit_lines(out, "audit-after-reboot")
+    gaps = {row[3] for row in before if row[0] == "remnants" and row[1] == "gap"}
+    assert gaps >= REMNANTS_PLANTED, "each planted file named"
+    assert all(path.startswith("/var/log/") for path in gaps - REMNANTS_PLANTED), "and no other but a qube's log"
+    assert not any(path.startswith("/srv/") or path.startswith("/home/other/") for path in gaps)
+    assert (out / "audit-cleared.rc").read_text().strip() == "0", (out / "audit-cleared.stderr").read_text()
+    after = audit_lines(out, "audit-cleared")
+    assert {row[1] for row in after if row[0] == "remnants"} == {"ok"}, (out / "audit-cleared.txt").read_text()
+    cleared = (out / "audit-cleared.stderr").read_text()
+    assert all(path in cleared for path in REMNANTS_PLANTED), cleared
+    # What was not a disposable's stays, byte for byte: other lines, a look-alike name, other files.
+    assert (out / "bash_history.cleared").read_text() == "ls -l /srv\nqvm-run display-test xterm\n"
+    assert (out / "remnant-decoys.after").read_text() == (out / "remnant-decoys.before").read_text()
+    blocks = sorted((out / "remnants-left").read_text().strip().split("\n\n"))  # ls orders folders its own way
+    assert blocks == [
+        "/home/user/.cache/sessions:",
+        "/home/user/.cache/xfce4/notifyd:\nother",
+        "/var/lib/systemd/coredump:",
+        "/var/log/libvirt/libxl:\nwork.log",
+    ], blocks
+
+
 def test_audit_as_an_ordinary_user_says_what_it_could_not_check(scenario) -> None:
     out = scenario.boots["2-after-apply"].out
     text = (out / "audit-as-user.txt").read_text()

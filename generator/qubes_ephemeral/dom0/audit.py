@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from qubes_ephemeral.description import schema
 from qubes_ephemeral.description.model import Crypt, Description, Scratch
-from qubes_ephemeral.dom0 import diff, parsers
+from qubes_ephemeral.dom0 import diff, freed_memory, parsers, remnants
 from qubes_ephemeral.dom0.probe import NOT_EXECUTABLE, NOT_FOUND, TIMED_OUT, Host, Output
 from qubes_ephemeral.payload.vm_initramfs import KERNELS_DIR
 from qubes_ephemeral.qubesd.feature import (
@@ -45,6 +45,7 @@ from qubes_ephemeral.render.artifacts import DISPOSABLES_CLEANUP, UNIT_DIR, File
 from qubes_ephemeral.render.manifest import PROTECT_UNIT
 from qubes_ephemeral.render.qubes_plan import DEFAULT_POOL_PREFS
 
+BALLOON_SCRUB = "/sys/devices/system/xen_memory/xen_memory0/scrub_pages"
 FORMAT = 2  # of the --json output (2: the status "failed")
 
 
@@ -159,7 +160,7 @@ class Audit:
         findings: list[Finding] = []
         sections = (("scratch", self.scratch), ("swap", self.swaps), ("qubes", self.qubes),
                     ("patches", self.private_cow), ("traces", self.traces), ("units", self.units),
-                    ("drift", self.drift))  # fmt: skip
+                    ("drift", self.drift), ("remnants", self.remnants), ("memory", self.memory))  # fmt: skip
         for area, section in sections:
             try:
                 findings.extend(section())
@@ -675,6 +676,56 @@ class Audit:
         for change in changes:
             what = "absent" if change.before is None else "differs (qubes-ephemeral diff shows how)"
             yield Finding("drift", change.target, "missing", None, f"{what}: apply the formula", True)
+
+    # --- what dom0 keeps of its disposables elsewhere (docs/dom0-traces.md: reported) ---
+
+    def remnants(self) -> Iterator[Finding]:
+        """Each file found that names a disposable or holds what it showed, whatever the
+        description: a gap, with how to clear it. Never required: the exit status stays."""
+        for remnant in remnants.REMNANTS:
+            try:
+                found = remnants.find(self.host, remnant)
+            except PermissionError as error:
+                yield Finding("remnants", remnant.id, "unknown", remnant.level,
+                              f"{error.filename or error} is not readable: run the audit with sudo", False)  # fmt: skip
+                continue
+            except (OSError, ValueError) as error:  # CannotTell, or a file that is not one (an I/O error)
+                yield Finding("remnants", remnant.id, "unknown", remnant.level, remnants.why_not(error), False)
+                continue
+            if not found:
+                yield Finding("remnants", remnant.id, "ok", remnant.level, "none found", False)
+            how = f"clear: qubes-ephemeral audit --clear {remnant.id} (by hand: {remnant.by_hand})"
+            for each in found[: remnants.MAX_LISTED]:
+                yield Finding("remnants", each.path, "gap", remnant.level, f"{remnant.what}; {each.why}; {how}", False)
+            if len(found) > remnants.MAX_LISTED:
+                yield Finding("remnants", f"{len(found) - remnants.MAX_LISTED} more {remnant.id} files", "gap",
+                              remnant.level, how, False)  # fmt: skip
+
+    # --- level 2, best effort: is freed memory wiped? (dom0/freed_memory.py) ---
+
+    def memory(self) -> Iterator[Finding]:
+        release = (self.host.read("/proc/sys/kernel/osrelease") or "").strip()
+        config = self.host.read(f"/boot/config-{release}") if release else None
+        status, detail = freed_memory.kernel_init_on_free(self.host.read("/proc/cmdline") or "", config)
+        yield Finding("memory", "dom0's kernel wipes what it frees", status, 2, detail, False)
+        if (self.host.read("/sys/hypervisor/type") or "").strip() != "xen":
+            return  # not a Xen dom0: no hypervisor to ask
+        try:
+            status, detail = freed_memory.balloon_scrub(self.host.read(BALLOON_SCRUB))
+        except ValueError as error:
+            status, detail = "unknown", str(error)
+        yield Finding("memory", "dom0's balloon wipes what it gives back", status, 2, detail, False)
+        item = "Xen scrubs what qubes free"
+        output = self.host.run(["xl", "info"])
+        if output.rc != 0:
+            yield Finding("memory", item, "unknown", 2, _why(output, "xl info"), False)
+            return
+        try:
+            status, detail = freed_memory.xen_scrub_domheap(output.out)
+        except ValueError as error:
+            yield Finding("memory", item, "unknown", 2, str(error), False)
+            return
+        yield Finding("memory", item, status, 2, detail, False)
 
 
 def protecting_units(manifest: Manifest) -> list[tuple[str, bool]]:

@@ -9,14 +9,14 @@ from qubes_ephemeral.dom0.audit import FORMAT, STATUSES, Finding, exit_code
 COLOURS = {"ok": "32", "failed": "31;1", "missing": "31", "gap": "33", "unknown": "35"}  # green, bold red, red...
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """What a command printed may hold escape sequences or line breaks: not in the table."""
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def table(findings: list[Finding], colour: bool) -> str:
     rows = [("AREA", "STATUS", "LEVEL", "WHAT", "DETAIL")]
-    rows += [(f.area, f.status, str(f.level) if f.level else "-", _printable(f.item), _printable(f.detail))
+    rows += [(f.area, f.status, str(f.level) if f.level else "-", printable(f.item), printable(f.detail))
              for f in findings]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []

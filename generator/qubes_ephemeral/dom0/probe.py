@@ -9,14 +9,16 @@ so the audit's tests run on recorded outputs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from qubes_ephemeral.payload import vm_initramfs
 
@@ -38,6 +40,51 @@ class Output:
         text = self.err.lower()
         return (self.ran and self.rc != 0
                 and ("permission denied" in text or "must be root" in text or "not permitted" in text))  # fmt: skip
+
+
+MAX_READ = 64 * 1024 * 1024  # bytes of one file
+
+
+class TooLarge(ValueError):
+    """A file larger than MAX_READ: not read."""
+
+
+class LinkInPath(ValueError):
+    """A part of a path is a symbolic link (or not a folder) where none may be followed."""
+
+
+def read_at_most(fd: int, path: str, limit: int | None = None) -> bytes:
+    """All of an open file, read in steps (a buffer of the limit's size at once would
+    ask dom0 for 64 MiB at each read); TooLarge once past ``limit`` (MAX_READ)."""
+    limit = MAX_READ if limit is None else limit
+    chunks, total = [], 0
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge(path)
+    return b"".join(chunks)
+
+
+def open_folder(folder: str, root: str = "/") -> int:
+    """A descriptor of ``folder`` (under ``root``), reached without following any
+    symbolic link: a part swapped for a link at any moment is refused (LinkInPath),
+    never followed. FileNotFoundError when a part is absent."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in PurePosixPath(folder).parts[1:]:
+            try:
+                following = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise LinkInPath(f"{folder}: {part} is a symbolic link or not a folder") from None
+                raise
+            os.close(fd)
+            fd = following
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 # The exit statuses a shell gives a command it could not find or start, and timeout(1) one it stopped.
@@ -76,13 +123,37 @@ class Host:
             return Output(TIMED_OUT, "", f"{argv[0]}: stopped after {self.time_limit:g} s without an answer")
         return Output(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    def read(self, path: str) -> str | None:
+    def read(self, path: str, follow_links: bool = True, limit: int | None = None) -> str | None:
         """The text of ``path``; None when absent (or, under /proc, its process
-        gone meanwhile); PermissionError when not readable."""
+        gone meanwhile) or not a regular file (a FIFO or socket a user named like a
+        file the audit reads must not hang or stop it); PermissionError when not
+        readable; TooLarge past ``limit`` (MAX_READ: a huge file must not fill dom0's
+        memory). Without ``follow_links``, a path with a symbolic link in any part is
+        absent: a file in a user's folder, read as root, must not lead anywhere else."""
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
         try:
-            return Path(path).read_text(errors="replace")
-        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
+            if follow_links:
+                fd = os.open(path, flags)
+            else:
+                folder_path, name = os.path.split(path)
+                folder = open_folder(folder_path)
+                try:
+                    fd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=folder)
+                finally:
+                    os.close(folder)
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError, LinkInPath):
             return None
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link (not followed), a socket
+                return None
+            error.filename = path
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return read_at_most(fd, path, limit).decode(errors="replace")
+        finally:
+            os.close(fd)
 
     def listdir(self, path: str) -> list[str]:
         try:
@@ -105,6 +176,10 @@ class Host:
     def is_dir(self, path: str) -> bool:
         return os.path.isdir(path)
 
+    def is_file(self, path: str) -> bool:
+        """A regular file (not a FIFO, a socket, a device or a folder)."""
+        return os.path.isfile(path)
+
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
@@ -122,7 +197,8 @@ class RecordingHost(Host):
     def __init__(self, time_limit: float = TIME_LIMIT) -> None:
         super().__init__(time_limit)
         self.record: dict[str, dict[str, object]] = {
-            kind: {} for kind in ("run", "read", "listdir", "mtime", "readlink", "is_dir", "exists", "initramfs")
+            kind: {}
+            for kind in ("run", "read", "listdir", "mtime", "readlink", "is_dir", "is_file", "exists", "initramfs")
         }
         self.record["boot_time"] = {"": super().boot_time()}
 
@@ -131,9 +207,9 @@ class RecordingHost(Host):
         self.record["run"][json.dumps(list(argv))] = [output.rc, output.out, output.err]
         return output
 
-    def read(self, path: str) -> str | None:
+    def read(self, path: str, follow_links: bool = True, limit: int | None = None) -> str | None:
         try:
-            text = super().read(path)
+            text = super().read(path, follow_links, limit)
         except PermissionError:
             self.record["read"][path] = "<denied>"
             raise
@@ -156,6 +232,10 @@ class RecordingHost(Host):
 
     def is_dir(self, path: str) -> bool:
         self.record["is_dir"][path] = value = super().is_dir(path)
+        return value
+
+    def is_file(self, path: str) -> bool:
+        self.record["is_file"][path] = value = super().is_file(path)
         return value
 
     def exists(self, path: str) -> bool:
@@ -183,7 +263,7 @@ class RecordedHost(Host):
         super().__init__()
         if not isinstance(record, dict) or not all(isinstance(part, dict) for part in record.values()):
             raise ValueError("a recording is an object of objects (run, read, listdir...)")
-        kinds = ("run", "read", "listdir", "mtime", "readlink", "is_dir", "exists", "initramfs", "boot_time")
+        kinds = ("run", "read", "listdir", "mtime", "readlink", "is_dir", "is_file", "exists", "initramfs", "boot_time")
         self.record = {**{kind: {} for kind in kinds}, **record}
         self.misses: list[str] = []
 
@@ -203,7 +283,7 @@ class RecordedHost(Host):
             return Output(NOT_FOUND, "", f"{argv[0]}: command not found")
         return Output(int(found[0]), str(found[1]), str(found[2]))
 
-    def read(self, path: str) -> str | None:
+    def read(self, path: str, follow_links: bool = True, limit: int | None = None) -> str | None:
         text = self._recorded("read", path)
         if text == "<denied>":
             raise PermissionError(path)
@@ -223,6 +303,9 @@ class RecordedHost(Host):
 
     def is_dir(self, path: str) -> bool:
         return bool(self._recorded("is_dir", path))
+
+    def is_file(self, path: str) -> bool:
+        return bool(self._recorded("is_file", path))
 
     def exists(self, path: str) -> bool:
         return bool(self._recorded("exists", path))

@@ -7,8 +7,35 @@ systemctl status --no-pager qubes-ephemeral-format.service 'var-lib-qubes\x2deph
 journalctl -b --no-pager >"$OUT/journal" 2>&1 || true
 keyscan 2-boot
 
+# What dom0 keeps of a disposable elsewhere (docs/dom0-traces.md, "reported"): the audit names
+# each file; --clear removes those and nothing else (look-alikes, a home whose ~/.cache leads elsewhere).
+mkdir -p /home/user/.cache/xfce4/notifyd /home/user/.cache/sessions /var/lib/systemd/coredump \
+    /srv/elsewhere/xfce4/notifyd /home/other /var/lib/qubes /var/log/libvirt/libxl
+# qubes.xml says which qubes exist: the log of disp4242 (gone) is a remnant, that of work is not.
+echo '<qubes><domains><domain class="AppVM"><properties><property name="name">work</property></properties></domain></domains></qubes>' >/var/lib/qubes/qubes.xml
+echo "disp4242 started" >/var/log/libvirt/libxl/disp4242.log
+echo "work started" >/var/log/libvirt/libxl/work.log
+printf '#1700000000\nqvm-run disp4242 firefox\nls -l /srv\nqvm-run display-test xterm\n' >/root/.bash_history
+echo "Qube disp4242 has started" >/home/user/.cache/xfce4/notifyd/log
+echo "[CLIENT] disp4242 Firefox" >/home/user/.cache/sessions/xfwm4-2a7f.state
+echo "a dump" >/var/lib/systemd/coredump/core.qubes-guid.0.1.2.3
+ln -s /srv/elsewhere /home/other/.cache
+echo "disp4242, not ours to clear" >/srv/elsewhere/xfce4/notifyd/log
+echo "settings" >/home/user/.cache/xfce4/notifyd/other
+sha256sum /srv/elsewhere/xfce4/notifyd/log /home/user/.cache/xfce4/notifyd/other /var/log/libvirt/libxl/work.log \
+    >"$OUT/remnant-decoys.before"
+
 # The audit: after the apply and a reboot, everything the description asks for is in place.
 audit audit-after-reboot
+rc=0
+PYTHONPATH=$SITE qubes-ephemeral audit /srv/pillar/ephemeral.sls --clear all \
+    >"$OUT/audit-cleared.txt" 2>"$OUT/audit-cleared.stderr" || rc=$?
+echo "$rc" >"$OUT/audit-cleared.rc"
+cp /root/.bash_history "$OUT/bash_history.cleared"
+sha256sum /srv/elsewhere/xfce4/notifyd/log /home/user/.cache/xfce4/notifyd/other /var/log/libvirt/libxl/work.log \
+    >"$OUT/remnant-decoys.after"
+ls -A /home/user/.cache/xfce4/notifyd /home/user/.cache/sessions /var/lib/systemd/coredump /var/log/libvirt/libxl \
+    >"$OUT/remnants-left"
 # As an ordinary user: what it cannot read, it says so.
 rc=0
 su nobody -s /bin/sh -c "PYTHONPATH=$SITE qubes-ephemeral audit /srv/pillar/ephemeral.sls" \
