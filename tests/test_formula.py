@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import PILLAR_EXAMPLE
 from qubes_ephemeral.api import describe
 from qubes_ephemeral.render.artifacts import Block, CommentOut, Directory, File, Symlink
@@ -99,6 +100,10 @@ def test_apply_test_mode_reapply_and_clean(sandbox: Sandbox) -> None:
             assert sandbox.shell(f"readlink '{artifact.target}'").stdout.strip() == artifact.link_to
         elif isinstance(artifact, Directory):
             assert sandbox.shell(f"test -d '{artifact.target}'").returncode == 0
+    # The description's mount point, bare, takes no write (the VM suite shows it at boot): immutable.
+    mountpoint = yaml.safe_load(PILLAR_EXAMPLE.read_text())["ephemeral"]["scratch"]["mountpoint"]
+    attributes = sandbox.shell(f"lsattr -d '{mountpoint}'")
+    assert attributes.returncode == 0 and "i" in attributes.stdout.split()[0], attributes
 
     # Second apply and its dry run: zero changes, no daemon-reload.
     for test in (True, False):
