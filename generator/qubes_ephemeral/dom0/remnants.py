@@ -250,12 +250,9 @@ LINE = re.compile(rb"[^\n]*\n|[^\n]+\Z")
 
 def _lines(data: bytes) -> Iterator[bytes]:
     """One line at a time, split on newlines only and keeping them (a CR inside a line is
-    part of it): a list of them all would cost dom0 many times the file's size."""
+    part of it): a list of them all would cost dom0 many times the file's size. (Bytes, one at
+    a time: textedit.lines_of splits the text of our own small files.)"""
     return (match.group() for match in LINE.finditer(data))
-
-
-def lines_of(data: bytes) -> list[bytes]:
-    return list(_lines(data))
 
 
 def _without_disposables(data: bytes, names: re.Pattern[bytes] = DISPOSABLE_NAME) -> bytes:
@@ -282,8 +279,7 @@ def _rewrite(folder: int, name: str, source: int, before: os.stat_result, data: 
     """``name`` in ``folder`` replaced by ``data`` in one rename, with the owner, mode
     (no set-id bits) and SELinux label of ``source``, the file that was read: never
     looked up by name again (it may have been swapped for another meanwhile). Refused when
-    the file at ``name`` is no longer as it was ``before`` it was read."""
-    info = os.fstat(source)
+    the file at ``name`` is no longer as it was ``before`` it was read (``source``'s fstat)."""
     try:
         label: bytes | None = os.getxattr(source, SELINUX_LABEL)
     except OSError as error:
@@ -299,8 +295,8 @@ def _rewrite(folder: int, name: str, source: int, before: os.stat_result, data: 
             with os.fdopen(fd, "wb", closefd=False) as out:
                 out.write(data)
                 out.flush()
-            os.fchown(fd, info.st_uid, info.st_gid)
-            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o777)
+            os.fchown(fd, before.st_uid, before.st_gid)
+            os.fchmod(fd, stat.S_IMODE(before.st_mode) & 0o777)
             if label is not None:
                 os.setxattr(fd, SELINUX_LABEL, label)
             os.fsync(fd)
@@ -326,7 +322,7 @@ def _living_now(root: str) -> set[bytes]:
     try:
         key = _identity(os.stat(path))
     except FileNotFoundError:
-        raise CannotTell(f"{QUBES_XML} is absent: which qubes exist cannot be told, their files are left") from None
+        return living_qubes(Host(), root)  # says CannotTell, as the search does
     if path not in _LIVING or _LIVING[path][0] != key:
         _LIVING[path] = (key, living_qubes(Host(), root))
     return _LIVING[path][1]
