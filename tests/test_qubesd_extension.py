@@ -27,7 +27,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import hypothesis
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 from initramfs_fixtures import make_initramfs
 from qubes_ephemeral.qubesd.feature import loaded_by_running_qubesd
 
@@ -50,8 +53,13 @@ def qubes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     (kernels / KERNEL).mkdir(parents=True)
     monkeypatch.setattr(extension.EphemeralDisposables, "stamp", tmp_path / "run" / "qubesd-extension.json")
     monkeypatch.setattr(extension.EphemeralDisposables, "kernels_dir", kernels)
+    record = tmp_path / "run" / "vm-kernels.json"
+    monkeypatch.setattr(extension.EphemeralDisposables, "status_record", record)
+    monkeypatch.setattr(extension.EphemeralDisposables, "record_owner", os.getuid())  # root's in dom0
     extension.EphemeralDisposables()  # what qubesd does for each qubes.ext entry point
-    return SimpleNamespace(vm=vm, dispvm=dispvm, exc=exc, extension=extension, kernels=kernels, tmp=tmp_path)
+    return SimpleNamespace(
+        vm=vm, dispvm=dispvm, exc=exc, extension=extension, kernels=kernels, tmp=tmp_path, record=record
+    )
 
 
 def make_template(vm, marked: bool, private: str | None = None):
@@ -231,3 +239,199 @@ def test_a_restore_record_we_did_not_write_never_stops_a_start(qubes, record: st
     named.start()
     assert named.attached["root"]["readonly"] is True and named.attached["volatile"]["ephemeral"] is True
     assert settings(named) == before
+
+
+# --- the kernel's state, from the record vm-initramfs writes: no 20 MB read inside a start ---
+
+
+@pytest.fixture
+def status_reads(qubes, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Each initramfs the extension reads itself (its _read_status)."""
+    extension = qubes.extension.EphemeralDisposables
+    reads: list[Path] = []
+    real = extension._read_status
+
+    def counted(path: Path) -> tuple[str, object]:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(extension, "_read_status", staticmethod(counted))
+    return reads
+
+
+def record_kernels(qubes, action: str = "status") -> None:
+    """What the boot service (apply) and the formula (status) run as root."""
+    from qubes_ephemeral.payload import vm_initramfs
+
+    hook = qubes.tmp / "hook.sh"
+    hook.write_text("# hook\n")
+    options = ["--kernels-dir", str(qubes.kernels), "--record", str(qubes.record), "--hook", str(hook)]
+    assert vm_initramfs.main([action, "-q", *options]) in (0, 1)
+
+
+def vm_initramfs_key(info: os.stat_result) -> tuple[int, ...]:
+    from qubes_ephemeral.payload import vm_initramfs
+
+    return vm_initramfs.file_key(info)
+
+
+def forge_record(qubes, state: str, key: list[int] | None = None, mode: int = 0o644) -> Path:
+    """A record saying ``state`` of the kernel's initramfs (by default with its key now)."""
+    initramfs = qubes.kernels / KERNEL / "initramfs"
+    if key is None:
+        info = initramfs.stat()
+        key = list(vm_initramfs_key(info))
+    new = qubes.record.with_name("forged.json")
+    new.write_text(json.dumps({str(initramfs): {"key": key, "state": state}}))
+    new.chmod(mode)
+    os.replace(new, qubes.record)  # a new file, as vm-initramfs writes it
+    return initramfs
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """As rpm installs a file: a new one renamed over the old."""
+    new = path.with_name(path.name + ".new")
+    new.write_bytes(data)
+    os.replace(new, path)
+
+
+def start_cow(qubes, name: str) -> None:
+    """Start a disposable with private cow; it is refused unless the kernel is patched."""
+    disposable = qubes.dispvm.DispVM(name, make_template(qubes.vm, marked=True, private="cow"))
+    disposable.start()
+    assert disposable.attached["private"]["readonly"] is True
+
+
+def test_a_start_takes_the_kernels_state_from_the_record_without_reading_it(qubes, status_reads) -> None:
+    (qubes.kernels / KERNEL / "initramfs").write_bytes(patched_initramfs(qubes.tmp))
+    record_kernels(qubes)
+    qubes.extension.EphemeralDisposables()  # qubesd (re)started: the record is loaded
+    start_cow(qubes, "disp90")
+    named = qubes.dispvm.DispVM("sys-usb", make_template(qubes.vm, marked=True, private="cow"), auto_cleanup=False)
+    qubes.extension.EphemeralDisposables().on_admin_start(None, "admin-permission:admin.vm.Start", dest=named)
+    assert status_reads == [], "the state came from the record: the initramfs was not read"
+
+
+def test_a_record_written_after_qubesd_started_is_read_at_the_next_start(qubes, status_reads) -> None:
+    (qubes.kernels / KERNEL / "initramfs").write_bytes(patched_initramfs(qubes.tmp))
+    record_kernels(qubes)
+    start_cow(qubes, "disp91")
+    assert status_reads == []
+
+
+def test_without_a_record_a_start_reads_the_kernel_once(qubes, status_reads) -> None:
+    initramfs = qubes.kernels / KERNEL / "initramfs"
+    initramfs.write_bytes(patched_initramfs(qubes.tmp))
+    start_cow(qubes, "disp92")
+    start_cow(qubes, "disp93")
+    assert status_reads == [initramfs], "read once, then cached"
+
+
+def test_a_stale_record_is_not_trusted(qubes, status_reads) -> None:
+    """A record of the kernel as it was before an update says nothing of the new file."""
+    initramfs = qubes.kernels / KERNEL / "initramfs"
+    initramfs.write_bytes(patched_initramfs(qubes.tmp))
+    record_kernels(qubes)
+    replace_file(initramfs, make_initramfs())  # the kernel package, updated: unpatched
+    with pytest.raises(qubes.exc.QubesException, match="lacks the /rw copy-on-write"):
+        start_cow(qubes, "disp94")
+    assert status_reads == [initramfs]
+    now = initramfs.stat()
+    key = list(vm_initramfs_key(now))
+    for field in range(len(key)):  # a record of another version: any one field differs
+        key[field] += 1
+        qubes.extension.EphemeralDisposables().status_cache.clear()
+        forge_record(qubes, "patched", key)
+        key[field] -= 1
+        with pytest.raises(qubes.exc.QubesException, match="lacks the /rw copy-on-write"):
+            start_cow(qubes, "disp95")
+    qubes.extension.EphemeralDisposables().status_cache.clear()
+    forge_record(qubes, "patched", key)  # the anti-test: with its key, the record is trusted
+    start_cow(qubes, "disp95")
+
+
+@pytest.mark.parametrize("odd", ["other owner", "symlink", "group-writable", "not json", "a folder", "a list"])
+def test_a_record_qubesd_cannot_trust_is_ignored(qubes, status_reads, monkeypatch, odd: str) -> None:
+    """Each says "patched" of an unpatched kernel, with its exact key: trusted, it would let the start through."""
+    (qubes.kernels / KERNEL / "initramfs").write_bytes(make_initramfs())
+    qubes.record.parent.mkdir(exist_ok=True)
+    forge_record(qubes, "patched", mode=0o664 if odd == "group-writable" else 0o644)
+    extension = qubes.extension.EphemeralDisposables
+    if odd == "other owner":
+        monkeypatch.setattr(extension, "record_owner", os.getuid() + 1)
+    elif odd == "symlink":
+        link = qubes.tmp / "link.json"
+        link.symlink_to(qubes.record)
+        monkeypatch.setattr(extension, "status_record", link)
+    elif odd == "not json":
+        qubes.record.write_text('{"/var/lib/qubes/vm-kernels": ')
+    elif odd == "a folder":
+        qubes.record.unlink()
+        qubes.record.mkdir()
+    elif odd == "a list":
+        qubes.record.write_text(f"[{qubes.record.read_text()}]")
+    extension()
+    with pytest.raises(qubes.exc.QubesException, match=r"lacks the /rw copy-on-write \(unpatched\)"):
+        start_cow(qubes, "disp96")
+    assert status_reads == [qubes.kernels / KERNEL / "initramfs"], "it fell back to reading the file"
+
+
+def test_the_record_itself_is_trusted_with_the_same_shape(qubes, status_reads) -> None:
+    """The anti-test of the one above: the same forged record, trusted, does let the start through."""
+    (qubes.kernels / KERNEL / "initramfs").write_bytes(make_initramfs())
+    qubes.record.parent.mkdir(exist_ok=True)
+    forge_record(qubes, "patched")
+    start_cow(qubes, "disp97")
+    assert status_reads == []
+
+
+def test_a_kernel_changed_after_it_was_seen_is_checked_again(qubes, status_reads) -> None:
+    initramfs = qubes.kernels / KERNEL / "initramfs"
+    initramfs.write_bytes(patched_initramfs(qubes.tmp))
+    record_kernels(qubes)
+    start_cow(qubes, "disp98")
+    assert status_reads == []
+    replace_file(initramfs, make_initramfs())  # updated, and not patched yet
+    with pytest.raises(qubes.exc.QubesException, match="lacks the /rw copy-on-write"):
+        start_cow(qubes, "disp99")
+    assert status_reads == [initramfs]
+    record_kernels(qubes, "apply")  # the path unit: patched again, recorded again
+    start_cow(qubes, "disp100")
+    assert status_reads == [initramfs], "the new record says it: no second read"
+
+
+@hypothesis.settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=st.one_of(st.binary(max_size=300), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=20), inner, max_size=5),
+    max_leaves=20).map(lambda value: json.dumps(value).encode())))  # fmt: skip
+def test_no_record_whatever_it_holds_stops_or_fools_a_start(qubes, status_reads, record: bytes) -> None:
+    initramfs = qubes.kernels / KERNEL / "initramfs"
+    if not initramfs.exists():
+        initramfs.write_bytes(make_initramfs())
+        qubes.record.parent.mkdir(exist_ok=True)
+    new = qubes.record.with_name("new.json")
+    new.write_bytes(record)
+    os.replace(new, qubes.record)
+    extension = qubes.extension.EphemeralDisposables()  # loads it
+    extension.status_cache.clear()
+    status_reads.clear()
+    assert extension._kernel_status(initramfs) == "unpatched"
+    assert status_reads == [initramfs]
+
+
+def test_bytes_that_changed_while_the_extension_read_them_are_not_cached(qubes, monkeypatch) -> None:
+    """The fallback caches a state only under the key of the bytes it read."""
+    initramfs = qubes.kernels / KERNEL / "initramfs"
+    initramfs.write_bytes(patched_initramfs(qubes.tmp))
+    extension = qubes.extension.EphemeralDisposables
+    reads: list[Path] = []
+
+    def torn(path: Path) -> tuple[str, None]:
+        reads.append(path)
+        return "patched", None  # as examine() says of bytes whose key moved during the read
+
+    monkeypatch.setattr(extension, "_read_status", staticmethod(torn))
+    start_cow(qubes, "disp90")
+    start_cow(qubes, "disp91")
+    assert reads == [initramfs, initramfs], "nothing cached from a torn read: the next start reads again"

@@ -177,8 +177,9 @@ def execution_module(pillar: object = None, file_roots: dict[str, list[str]] | N
     module = load(FORMULA / "_modules/ephemeral.py", "ephemeral_under_test")
     synced: list[str] = []
     module.__salt__ = {
-        "saltutil.sync_modules": lambda saltenv: synced.append(f"modules {saltenv}"),
-        "saltutil.sync_states": lambda saltenv: synced.append(f"states {saltenv}"),
+        # refresh=True would wait for a minion daemon's socket, which salt-call --local lacks.
+        "saltutil.sync_modules": lambda saltenv, refresh: synced.append(f"modules {saltenv} refresh={refresh}"),
+        "saltutil.sync_states": lambda saltenv, refresh: synced.append(f"states {saltenv} refresh={refresh}"),
     }
     module.__opts__ = {"test": False, "file_roots": file_roots or {}}
     module.__context__ = {}
@@ -341,7 +342,9 @@ def test_manifest_of_the_pillar_is_made_once_per_run(monkeypatch) -> None:
     first = module.manifest()
     assert first["qubes"]["record"] == "/etc/qubes-ephemeral/qubes-originals.json"
     assert module.manifest() is first and len(made) == 1, "cached in __context__"
-    assert module.synced == ["modules base", "states base"], "the formula's modules synced once per run"
+    assert module.synced == ["modules base refresh=False", "states base refresh=False"], (
+        "the formula's modules synced once per run, asking no minion daemon to refresh"
+    )
     other = module.manifest(MINIMAL["ephemeral"])
     assert other is not first and len(made) == 2, "a description given is not the pillar's: not cached"
 

@@ -71,9 +71,12 @@ def _generator(saltenv: str | None = "base") -> str:
 def _sync_once(saltenv: str) -> None:
     # state.apply alone does not sync a formula's _modules and _states; do it
     # once per run (a no-op when they are current), before any state runs.
+    # refresh=False: a refresh only signals a minion daemon over its event
+    # socket (this process finds synced modules by itself); salt-call --local,
+    # as qubesctl runs it in dom0, has none, and waited a second per call for it.
     if not __context__.get("ephemeral.synced"):
-        __salt__["saltutil.sync_modules"](saltenv=saltenv)
-        __salt__["saltutil.sync_states"](saltenv=saltenv)
+        __salt__["saltutil.sync_modules"](saltenv=saltenv, refresh=False)
+        __salt__["saltutil.sync_states"](saltenv=saltenv, refresh=False)
         __context__["ephemeral.synced"] = True
 
 

@@ -53,6 +53,37 @@ def test_results_hold_every_figure_with_its_runs(quick: Path) -> None:
     assert result["generator"]["templates"] == 200 and result["generator"]["peak_kib"] > 0
 
 
+def test_the_aesni_boot_measures_both_cases_against_qubes_own(quick: Path) -> None:
+    result = json.loads((quick / "latest.json").read_text())
+    aesni, raw = result["summary"]["aesni"], result["raw"]["aesni"]
+    assert aesni["aes_flag"] is True, "-cpu max gives the guest AES-NI"
+    for case in ("io_bound", "cpu_bound"):
+        for setup in ("ours", "qubes_volatile", "seed000"):
+            assert len(raw[case][setup]["seq_write"]) >= 5
+        ours = median(run["bytes_per_second"] for run in raw[case]["ours"]["seq_write"])
+        qubes = median(run["bytes_per_second"] for run in raw[case]["qubes_volatile"]["seq_write"])
+        assert aesni[case]["seq_write_ratio_vs_qubes_volatile"] == ours / qubes > 0
+    limit = aesni["cpu_bound"]["cipher_limit"]
+    assert 0 < limit < 1, "a 512-bit key costs more than a 256-bit one"
+    assert result["aesni"]["cpu_bound"]["cipher_limit"] == limit
+
+
+def test_the_second_boot_times_our_units_on_the_critical_chain(quick: Path) -> None:
+    result = json.loads((quick / "latest.json").read_text())
+    boot = result["summary"]["boot"]
+    assert boot["chain"] and boot["chain"][0]["unit"].endswith(".target") and boot["chain_seconds"] > 0
+    assert "systemd-cryptsetup@ephemeral.service" in boot["units_seconds"], "our scratch was keyed in that boot"
+    assert result["boot_share_of_critical_chain"] == boot["share_of_chain"] >= 0
+
+
+def test_the_host_benches_report_the_extension_and_salt_at_scale(quick: Path) -> None:
+    result = json.loads((quick / "latest.json").read_text())
+    assert result["extension"]["initramfs_bytes"] >= 20_000_000
+    assert result["extension_start_ms"] == result["extension"]["steady_ms"]["median"] > 0
+    scale = result["salt_scale"]
+    assert set(scale) == {"1", "5"} and all(found["reapply_seconds"]["n"] >= 2 for found in scale.values())
+
+
 def test_table_and_chart_are_written(quick: Path) -> None:
     table = (quick / "latest.md").read_text()
     assert "ours / crypttab tmp=ext4:" in table and "| raw LV, no encryption (block device) |" in table

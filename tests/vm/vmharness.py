@@ -138,9 +138,20 @@ class VM:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(self.data), "72G"], check=True)
         self.share.mkdir()
 
-    def boot(self, job: str, files: dict[str, Path | str | bytes] | None = None, initrd: Path | None = None) -> Boot:
+    def boot(
+        self,
+        job: str,
+        files: dict[str, Path | str | bytes] | None = None,
+        initrd: Path | None = None,
+        cpu: str | None = None,
+        drives: tuple[str, ...] = (),
+        timeout: float = BOOT_TIMEOUT,
+    ) -> Boot:
         """Boot once, run ``job`` (shell) in the guest, return what it left.
-        ``initrd``: another initramfs than the kernel's own."""
+        ``initrd``: another initramfs than the kernel's own; ``cpu``: QEMU's
+        ``-cpu`` model (``max`` has AES-NI); ``drives``: more ``-drive`` specs,
+        after the root and data disks (vdc, vdd, ...); ``timeout``: seconds
+        for the whole boot (a full bench boot runs longer than a test's)."""
         self.boots += 1
         out = self.share / "out"
         shutil.rmtree(out, ignore_errors=True)
@@ -162,11 +173,12 @@ class VM:
             "-append", "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1",
             "-drive", f"file={self.root},if=virtio,format=qcow2",
             "-drive", f"file={self.data},if=virtio,format=qcow2",
+            *[part for spec in drives for part in ("-drive", spec)], *(["-cpu", cpu] if cpu else []),
             "-virtfs", f"local,path={self.share},mount_tag=host,security_model=none,id=host",
             "-net", "none", "-serial", f"file:{console}", "-monitor", "none",
         ]  # fmt: skip
         started = time.monotonic()
-        subprocess.run(command, check=True, timeout=BOOT_TIMEOUT, stdin=subprocess.DEVNULL)
+        subprocess.run(command, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
         seconds = time.monotonic() - started
         rc_file = out / "rc"
         return Boot(

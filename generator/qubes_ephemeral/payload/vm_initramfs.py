@@ -18,6 +18,13 @@ The original bytes stay untouched at the start of the file and the marker
 records their size and SHA-256: ``revert`` truncates back to them exactly,
 and a file the kernel package replaced (no marker) is patched again.
 
+Each run also writes what it found into a small record
+(/run/qubes-ephemeral/vm-kernels.json): each initramfs's state, keyed on the
+(device, inode, size, mtime, ctime) of the very bytes it read. The qubesd
+extension trusts an entry while the file still has that key, so a start
+reads no 20 MB initramfs inside qubesd's event loop unless the record does
+not know it as it is now.
+
 Standard library only: it is installed in dom0 as a script
 (/usr/local/libexec/qubes-ephemeral/vm-initramfs) and run at apply time, at
 boot and whenever a VM kernel is installed.
@@ -50,6 +57,9 @@ HOOK_NAME = "qubes-ephemeral-private-cow.sh"
 # The dom0 units that run this tool: at every boot, and when a VM kernel is installed.
 SERVICE_UNIT = "qubes-ephemeral-vm-kernels.service"
 PATH_UNIT = "qubes-ephemeral-vm-kernels.path"
+# What main() found, for the qubesd extension: {path: {"key": [dev, ino, size, mtime_ns], "state": ...}}.
+STATUS_RECORD = Path("/run/qubes-ephemeral/vm-kernels.json")
+RECORD_LIMIT = 1 << 20  # a few hundred bytes per kernel: anything larger is not ours
 PATCH_ID = "dispvm_private_cow"
 PATCH_VERSION = 1
 # The line of Qubes' VM /init (qubes-linux-utils dracut/simple/init.sh, the
@@ -350,40 +360,136 @@ def _copy_label(source: Path, target: str) -> None:
     os.setxattr(target, SELINUX_LABEL, label)
 
 
-def status(initramfs: Path) -> str:
-    """patched, unpatched, not-qubes (an initramfs this patch is not for), missing, or error: ..."""
-    if not initramfs.is_file():
-        return "missing"
+Key = tuple[int, int, int, int, int]
+KEY_FIELDS = 5
+
+
+def file_key(info: os.stat_result) -> Key:
+    """What tells one version of a file from another: (device, inode, size, mtime,
+    ctime). ctime too: mtime can be set (rpm, cp -p, touch -r) and an inode
+    number reused, but no one sets the ctime, which every change moves."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@dataclass
+class Reading:
+    data: bytes
+    key: Key | None  # None: the file changed while it was read (the bytes may be torn)
+
+
+def read_keyed(path: Path) -> Reading:
+    """The bytes of ``path``, and the key of the version they are: one open, fstat
+    before and after the read, so a key is never paired with bytes of another version."""
+    with open(path, "rb") as file:
+        before = file_key(os.fstat(file.fileno()))
+        data = file.read()
+        after = file_key(os.fstat(file.fileno()))
+    return Reading(data, before if before == after and len(data) == before[2] else None)
+
+
+def state_of(data: bytes) -> str:
+    """patched, unpatched, not-qubes or error: ..., of an initramfs's bytes."""
     try:
-        data = initramfs.read_bytes()
         if find_patch(data):
             return "patched"
         return "unpatched" if is_qubes_vm_init(read_file(data, "init")) else "not-qubes"
-    except (PatchError, OSError) as error:
+    except PatchError as error:
         return f"error: {error}"
+    except Exception as error:  # a damaged image (zlib, lzma, a marker of another shape): a state, not a crash
+        return f"error: {type(error).__name__}: {error}"
+
+
+def examine(initramfs: Path) -> tuple[str, Key | None]:
+    """status, and the key of the bytes it was read from (None when there is none to trust)."""
+    if not initramfs.is_file():
+        return "missing", None
+    try:
+        reading = read_keyed(initramfs)
+    except OSError as error:
+        return f"error: {error}", None
+    return state_of(reading.data), reading.key
+
+
+def status(initramfs: Path) -> str:
+    """patched, unpatched, not-qubes (an initramfs this patch is not for), missing, or error: ..."""
+    return examine(initramfs)[0]
+
+
+def _apply(initramfs: Path, hook: bytes) -> tuple[str, Key | None] | None:
+    """Patch; the state and key of the file read back, or None when it was patched already."""
+    reading = read_keyed(initramfs)
+    if find_patch(reading.data):
+        return None
+    if reading.key is None:  # torn bytes must never become the original part
+        raise PatchError("the initramfs changed while it was read; not patched, run again")
+    replace_atomically(initramfs, patched_bytes(reading.data, hook))
+    back = read_keyed(initramfs)
+    state = state_of(back.data)
+    if state != "patched":
+        raise PatchError("the patch did not read back")
+    return state, back.key
 
 
 def apply(initramfs: Path, hook: bytes) -> bool:
     """Patch; True when the file changed."""
-    data = initramfs.read_bytes()
-    found = find_patch(data)
-    if found:
-        return False
-    replace_atomically(initramfs, patched_bytes(data, hook))
-    if not find_patch(initramfs.read_bytes()):
-        raise PatchError("the patch did not read back")
-    return True
+    return _apply(initramfs, hook) is not None
+
+
+def _revert(initramfs: Path) -> tuple[str, Key | None] | None:
+    """Back to the original bytes; their state and key read back, or None when it was not patched."""
+    reading = read_keyed(initramfs)
+    found = find_patch(reading.data)
+    if not found:
+        return None
+    replace_atomically(initramfs, reading.data[: found.original_size])
+    back = read_keyed(initramfs)
+    return state_of(back.data), back.key
 
 
 def revert(initramfs: Path) -> bool:
     """Back to the original bytes; True when the file changed."""
-    data = initramfs.read_bytes()
-    found = find_patch(data)
-    if not found:
-        return False
-    original = data[: found.original_size]
-    replace_atomically(initramfs, original)
-    return True
+    return _revert(initramfs) is not None
+
+
+# --- the record of what was found, for the qubesd extension ---
+
+
+def parse_record(text: str | bytes) -> dict[str, tuple[Key, str]]:
+    """The entries of a record, {path: (key, state)}; entries not shaped as we write
+    them are left out, and anything else that is not a record gives none."""
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    entries: dict[str, tuple[Key, str]] = {}
+    for path, entry in record.items():
+        if not isinstance(entry, dict):
+            continue
+        key, state = entry.get("key"), entry.get("state")
+        if not isinstance(key, list) or len(key) != KEY_FIELDS or not isinstance(state, str):
+            continue
+        if all(type(number) is int for number in key):  # not bool, an int to Python but never one we write
+            entries[path] = ((key[0], key[1], key[2], key[3], key[4]), state)
+    return entries
+
+
+def write_record(record: Path, found: dict[str, tuple[str, Key | None]]) -> None:
+    """Record what this run found (``found``: {path: (state, key)}; key None: the
+    file is left out), keeping the entries of other files still there."""
+    try:
+        kept = parse_record(record.read_bytes()[:RECORD_LIMIT])
+    except OSError:
+        kept = {}
+    entries = {path: entry for path, entry in kept.items() if path not in found and os.path.exists(path)}
+    entries.update({path: (key, state) for path, (state, key) in found.items() if key is not None})
+    content = json.dumps({path: {"key": list(key), "state": state} for path, (key, state) in sorted(entries.items())},
+                         indent=1) + "\n"  # fmt: skip
+    if not record.parent.is_dir():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(record.parent, 0o755)
+    replace_atomically(record, content.encode(), mode_if_new=0o644)
 
 
 def kernel_initramfs(kernels_dir: Path) -> list[Path]:
@@ -423,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", "-q", action="store_true", help="status: print nothing, only the exit status")
     parser.add_argument("--want", choices=("patched", "unpatched"), default="patched",
                         help="status: exit 1 when a Qubes VM initramfs is not in this state (default: patched)")  # fmt: skip
+    parser.add_argument("--record", type=Path, default=STATUS_RECORD, metavar="PATH",
+                        help=f"where to record what was found, for the qubesd extension (default: {STATUS_RECORD})")  # fmt: skip
     args = parser.parse_args(argv)
     if args.settle:
         settle(args.kernels_dir, args.settle)
@@ -435,8 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             print(f"vm-initramfs: cannot read the hook {args.hook}: {error.strerror}", file=sys.stderr)
             return 2
+    found: dict[str, tuple[str, Key | None]] = {}  # for the record: {path: (state, key)}
     for path in files:
-        state = status(path)
+        state, key = examine(path)
+        found[os.path.abspath(path)] = (state, key)
         if args.action == "status":
             pending |= state == ("unpatched" if args.want == "patched" else "patched")
             failed |= state.startswith("error")
@@ -448,13 +558,20 @@ def main(argv: list[str] | None = None) -> int:
         if state in ("missing", "not-qubes", done):
             continue
         try:
-            changed = apply(path, hook) if args.action == "apply" else revert(path)
+            result = _apply(path, hook) if args.action == "apply" else _revert(path)
         except (PatchError, OSError) as error:
             print(f"vm-initramfs: {path}: {error}", file=sys.stderr)
             failed = True
             continue
-        if changed:
+        if result is not None:
+            found[os.path.abspath(path)] = result  # the file now there, as it was read back
             print(f"{path}: {'patched' if args.action == 'apply' else 'restored'}")
+    try:
+        # Only root's record counts (the extension trusts no other): a user's status run writes none.
+        if os.geteuid() == 0 or args.record != STATUS_RECORD:
+            write_record(args.record, found)
+    except OSError as error:  # qubesd then reads the initramfs itself, at the first start
+        print(f"vm-initramfs: cannot write the record {args.record}: {error.strerror or error}", file=sys.stderr)
     if failed:
         return 2
     return 1 if pending else 0

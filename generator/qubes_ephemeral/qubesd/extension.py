@@ -38,12 +38,21 @@ that would need such a refusal are refused when they are made: the
 the admin API (qvm-features, qvm-prefs, the formula). Only there: a
 disposable copies its template's features when it is created, and that
 copy must never fail.
+
+Whether a dom0-provided kernel's initramfs carries the /rw copy-on-write is
+read from the record vm-initramfs writes as root, at every boot and at each
+kernel install (/run/qubes-ephemeral/vm-kernels.json: each initramfs's state
+with the device, inode, size, mtime and ctime of the bytes it read), and then
+cached: a start costs one stat. Only a file the record does not know as it
+is now is read here (20 MB and more, inside qubesd's event loop).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +80,22 @@ PROTECTIONS = (("root", "rw", False), ("private", "rw", False), ("volatile", "ep
 RAW = {"rw": "rw", "ephemeral": "_ephemeral"}
 PUBLIC = {raw: public for public, raw in RAW.items()}
 
+log = logging.getLogger(__name__)
+
 
 class EphemeralDisposables(qubes.ext.Extension):
     stamp = Path(LOADED_STAMP)
     kernels_dir: Path | None = None  # None: qubesd's own (/var/lib/qubes/vm-kernels)
+    # What vm-initramfs found; trusted only as a regular file of this owner that no one else may write.
+    status_record: Path = vm_initramfs.STATUS_RECORD
+    record_owner: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.status_cache: dict[Path, tuple[tuple[int, int, int, int], str]] = getattr(self, "status_cache", {})
+        self.status_cache: dict[Path, tuple[vm_initramfs.Key, str]] = getattr(self, "status_cache", {})
+        self.recorded: dict[str, tuple[vm_initramfs.Key, str]] = {}
+        self.record_key: vm_initramfs.Key | None = None  # the record's own, as loaded
+        self._load_status_record()
         try:
             self.stamp.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             self.stamp.write_text(json.dumps({"version": __version__, "pid": os.getpid()}) + "\n")
@@ -276,18 +293,62 @@ class EphemeralDisposables(qubes.ext.Extension):
         return Path(str(qubes.config.qubes_base_dir), str(qubes.config.system_path["qubes_kernels_base_dir"]))
 
     def _kernel_status(self, initramfs: Path) -> str:
-        """vm_initramfs.status, read again only when the file changed."""
+        """vm_initramfs.status, from the cache or vm-initramfs's record while the
+        file is as they saw it; read here only when neither knows it."""
         try:
-            info = initramfs.stat()
+            key = vm_initramfs.file_key(initramfs.stat())
         except OSError:
             return "missing"
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
         cached = self.status_cache.get(initramfs)
         if cached and cached[0] == key:
             return cached[1]
+        self._load_status_record()
+        recorded = self.recorded.get(os.path.abspath(initramfs))
+        if recorded and recorded[0] == key:
+            self.status_cache[initramfs] = recorded
+            return recorded[1]
+        log.info("qubes-ephemeral: %s holds no state of %s as it is now: reading it", self.status_record, initramfs)
         try:
-            state = vm_initramfs.status(initramfs)
-        except Exception as error:  # a damaged image (zlib, lzma, ...): never an exception inside a start
-            state = f"error: {type(error).__name__}: {error}"
-        self.status_cache[initramfs] = (key, state)
+            state, read_key = self._read_status(initramfs)
+        except Exception as error:  # never an exception inside a start
+            state, read_key = f"error: {type(error).__name__}: {error}", None
+        # Cached under the key of the bytes read (a file replaced since the stat above
+        # is not taken for the one read); bytes that changed during the read: not cached.
+        if read_key is not None:
+            self.status_cache[initramfs] = (read_key, state)
         return state
+
+    @staticmethod
+    def _read_status(initramfs: Path) -> tuple[str, vm_initramfs.Key | None]:
+        """The initramfs read here, in qubesd's event loop: only when the record lacks it."""
+        return vm_initramfs.examine(initramfs)
+
+    def _load_status_record(self) -> None:
+        """Read vm-initramfs's record again if it changed (a few hundred bytes). One
+        that is not a regular file of ``record_owner``, or not shaped as vm-initramfs
+        writes it, holds nothing; never an exception (inside a start R4.3 would
+        remove the qube)."""
+        try:
+            info = os.lstat(self.status_record)
+            if not self._trusted(info):
+                self.recorded, self.record_key = {}, None
+                return
+            if vm_initramfs.file_key(info) == self.record_key:
+                return
+            self.recorded, self.record_key = {}, None
+            # O_NOFOLLOW and fstat: what is read is what was checked; O_NONBLOCK: never wait on a FIFO.
+            fd = os.open(self.status_record, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with open(fd, "rb") as file:
+                info = os.fstat(file.fileno())
+                if not self._trusted(info):
+                    return
+                data = file.read(vm_initramfs.RECORD_LIMIT + 1)
+        except OSError:
+            self.recorded, self.record_key = {}, None
+            return
+        if len(data) <= vm_initramfs.RECORD_LIMIT:
+            self.recorded = vm_initramfs.parse_record(data)
+        self.record_key = vm_initramfs.file_key(info)
+
+    def _trusted(self, info: os.stat_result) -> bool:
+        return stat.S_ISREG(info.st_mode) and info.st_uid == self.record_owner and not info.st_mode & 0o022
