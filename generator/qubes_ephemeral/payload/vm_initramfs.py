@@ -57,7 +57,7 @@ HOOK_NAME = "qubes-ephemeral-private-cow.sh"
 # The dom0 units that run this tool: at every boot, and when a VM kernel is installed.
 SERVICE_UNIT = "qubes-ephemeral-vm-kernels.service"
 PATH_UNIT = "qubes-ephemeral-vm-kernels.path"
-# What main() found, for the qubesd extension: {path: {"key": [dev, ino, size, mtime_ns], "state": ...}}.
+# What main() found, for the qubesd extension: {path: {"key": [dev, ino, size, mtime_ns, ctime_ns], "state": ...}}.
 STATUS_RECORD = Path("/run/qubes-ephemeral/vm-kernels.json")
 RECORD_LIMIT = 1 << 20  # a few hundred bytes per kernel: anything larger is not ours
 PATCH_ID = "dispvm_private_cow"
